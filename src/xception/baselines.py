@@ -1,0 +1,69 @@
+"""torchvision's Inception V3, the paper's baseline, with the same head and API as our Xception."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+from torchvision.models import inception_v3
+
+from .errors import ConfigError
+from .layers import ClassifierHead, check_images
+
+
+@dataclass(frozen=True)
+class InceptionConfig:
+    """The head options Xception has; the body is torchvision's, without the auxiliary tower."""
+
+    num_classes: int = 1000
+    in_chans: int = 3
+    fc_layers: tuple[int, ...] = ()
+    dropout: float = 0.0
+    min_input_size: int = 75  # torchvision's rule
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.in_chans, int) or self.in_chans < 1:
+            raise ConfigError(f"in_chans must be a positive integer, got {self.in_chans!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class InceptionV3(nn.Module):
+    """Inception V3 body (torchvision, ``aux_logits=False``) + our ``ClassifierHead``."""
+
+    def __init__(self, cfg: InceptionConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = cfg or InceptionConfig()
+        net = inception_v3(weights=None, aux_logits=False, init_weights=True)
+        if cfg.in_chans != 3:
+            stem = net.Conv2d_1a_3x3.conv
+            net.Conv2d_1a_3x3.conv = nn.Conv2d(cfg.in_chans, stem.out_channels, 3, stride=2,
+                                               bias=False)
+        # torchvision's children are registered in forward order; keep the body, drop its head
+        head = {"AuxLogits", "avgpool", "dropout", "fc"}
+        self.body = nn.Sequential(*(m for n, m in net.named_children() if n not in head))
+        self.num_features = net.fc.in_features
+        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.fc_layers, cfg.dropout)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.config.in_chans, self.config.min_input_size)
+        return self.body(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+        self.config = replace(self.config, num_classes=num_classes)

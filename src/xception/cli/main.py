@@ -1,0 +1,40 @@
+"""The ``xception`` command: one subcommand per module of this package, nothing imports this."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import XceptionError
+from . import evaluate, train
+
+SUBCOMMANDS = (train, evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xception", description="Train, evaluate and use Xception (Chollet, CVPR 2017).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; user errors print one line and exit 2 (XCEPTION_DEBUG=1 shows tracebacks)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except XceptionError as e:
+        if os.environ.get("XCEPTION_DEBUG"):
+            raise
+        print(f"xception {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xception {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Using saved weights: rebuild the model, evaluate it on its data, classify image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data import Preprocess, build_datasets, load_image
+from .errors import WeightsError
+from .train import evaluate, make_loader, resolve_device
+from .weights import load_model
+
+
+def load_for_inference(path: str | Path, device: str = "auto") -> tuple[nn.Module, dict, torch.device]:
+    """The saved model in eval mode on ``device``, with its metadata."""
+    dev = resolve_device(device)
+    model, meta = load_model(path)
+    return model.to(dev).eval(), meta, dev
+
+
+def evaluate_saved(path: str | Path, batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
+    """Top-1/top-5/loss of saved weights on the validation split they were trained against."""
+    model, meta, dev = load_for_inference(path, device)
+    if "data_config" not in meta:
+        raise WeightsError(f"{str(path)!r} does not say which data it was trained on "
+                           "(no data_config in its metadata)")
+    data = RunConfig.from_dict({"data": meta["data_config"]}).data
+    _, val_ds, _ = build_datasets(data)
+    return {"data": data.name, **evaluate(model, make_loader(val_ds, batch_size, False), dev)}
+
+
+@torch.no_grad()
+def predict_files(model: nn.Module, meta: dict, paths: list[str], top_k: int = 5,
+                  device: torch.device | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Top-k (class name, probability) per image. Every image is read before any is classified,
+    so one unreadable file fails the call up front."""
+    if "preprocess" not in meta:
+        raise WeightsError("these weights carry no preprocessing description; cannot read images")
+    pre = Preprocess(**meta["preprocess"])
+    names = meta.get("class_names")
+    batch = torch.stack([load_image(p, pre) for p in paths])
+    device = device or next(model.parameters()).device
+    probs = model(batch.to(device)).softmax(dim=1).cpu()
+    k = max(1, min(top_k, probs.shape[1]))
+    values, indices = probs.topk(k, dim=1)
+    label = (lambda i: names[i]) if names else str
+    return [(path, [(label(int(i)), float(v)) for v, i in zip(vs, ix, strict=True)])
+            for path, vs, ix in zip(paths, values, indices, strict=True)]

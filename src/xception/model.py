@@ -1,0 +1,263 @@
+"""Xception (Chollet 2017, Figure 5) as a block table plus one generic block.
+
+Read ``block_table`` next to the paper's figure: entry flow (stem + blocks 2-4), middle flow
+(block 5-12: eight identical residual blocks), exit flow (block 13 with a residual, block 14 without).
+Every switch of the paper's ablations and open questions is a field of ``XceptionConfig``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .layers import (
+    ACTIVATIONS,
+    ORDERS,
+    PADDINGS,
+    ClassifierHead,
+    Conv2d,
+    MaxPool2d,
+    SpectrumConv,
+    batch_norm,
+    check_choice,
+    check_images,
+)
+
+
+@dataclass(frozen=True)
+class XceptionConfig:
+    """Everything that defines an Xception-family network. Defaults are the paper's ImageNet model."""
+
+    num_classes: int = 1000
+    in_chans: int = 3
+    # entry flow: stem (block1), then one downsampling residual block per width
+    stem_channels: tuple[int, int] = (32, 64)
+    stem_stride: int = 2                      # 1 in the small variant: 32 px inputs survive
+    stem_padding: str = "valid"               # the paper's stem convs are unpadded
+    entry_channels: tuple[int, ...] = (128, 256, 728)
+    # middle flow: `middle_repeats` blocks of three separable convs
+    middle_channels: int = 728
+    middle_repeats: int = 8
+    # exit flow: one downsampling residual block, then two separable convs without residual
+    exit_channels: tuple[int, int] = (728, 1024)
+    final_channels: tuple[int, int] = (1536, 2048)
+    # the paper's ablations and the spectrum, applied to every separable conv
+    residual: bool = True
+    segments: int | None = None               # None = depthwise (one segment per channel)
+    order: str = "depthwise_first"            # or "pointwise_first" ("Extreme Inception")
+    mid_activation: str | None = None         # None (paper's best), "elu" or "relu"
+    mid_norm: bool = False                    # BatchNorm between the two ops (Inception style)
+    # numerics that decide whether we compute the same function as Keras
+    padding: str = "tf_same"                  # "tf_same" (Keras) or "symmetric" (timm/Cadene)
+    bn_eps: float = 1e-3                      # Keras; timm's port uses 1e-5
+    bn_momentum: float = 0.01                 # PyTorch convention: Keras momentum 0.99
+    # head
+    fc_layers: tuple[int, ...] = ()           # (4096, 4096) in the paper's JFT runs
+    dropout: float = 0.0                      # the paper's ImageNet recipe sets 0.5
+    min_input_size: int = 71                  # Keras' rule for Xception
+
+    def __post_init__(self) -> None:
+        check_choice("padding", self.padding, PADDINGS)
+        check_choice("stem_padding", self.stem_padding, PADDINGS)
+        check_choice("order", self.order, ORDERS)
+        check_choice("mid_activation", self.mid_activation, ACTIVATIONS)
+        widths = (*self.stem_channels, *self.entry_channels, self.middle_channels,
+                  *self.exit_channels, *self.final_channels, self.in_chans)
+        if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+            raise ConfigError(f"channel widths must be positive integers, got {widths}")
+        if len(self.stem_channels) != 2 or len(self.exit_channels) != 2 \
+                or len(self.final_channels) != 2:
+            raise ConfigError("stem_channels, exit_channels and final_channels take two widths each")
+        if not self.entry_channels:
+            raise ConfigError("entry_channels needs at least one width")
+        if not isinstance(self.middle_repeats, int) or self.middle_repeats < 0:
+            raise ConfigError(f"middle_repeats must be an integer >= 0, got {self.middle_repeats!r}")
+        if self.stem_stride not in (1, 2):
+            raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
+        if self.segments is not None:
+            bad = sorted(c for c in self.spatial_channels() if not isinstance(self.segments, int)
+                         or self.segments < 1 or c % self.segments)
+            if bad:
+                raise ConfigError(f"segments={self.segments!r} must divide the channels of every "
+                                  f"separable conv's spatial part; it does not divide {bad}")
+
+    def spatial_channels(self) -> set[int]:
+        """Channel counts the spatial (kxk) convs see: what ``segments`` has to divide."""
+        c, seen = self.stem_channels[1], set()
+        for specs in block_table(self).values():
+            for w in (w for spec in specs for w in spec.widths):
+                seen.add(c if self.order == "depthwise_first" else w)
+                c = w
+        return seen
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> XceptionConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown Xception setting(s) {unknown}; valid: {sorted(known)}")
+        tuples = {"stem_channels", "entry_channels", "exit_channels", "final_channels", "fc_layers"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One row of the block table: [ReLU -> SeparableConv -> BN] per width, then pool and add."""
+
+    name: str
+    widths: tuple[int, ...]       # output channels of each separable conv
+    downsample: bool              # 3x3/2 max-pool at the end, 1x1/2 conv + BN shortcut
+    residual: bool                # add the shortcut (identity when the shape is kept)
+    relu_first: bool = True       # block2 and block14 start without one (their input is fresh)
+    relu_last: bool = False       # block14 ends with one
+
+
+def block_table(cfg: XceptionConfig) -> dict[str, list[BlockSpec]]:
+    """The paper's Figure 5 as data: flow name -> its blocks (block1 is the stem)."""
+    entry = [BlockSpec(f"block{2 + i}", (w, w), downsample=True, residual=cfg.residual,
+                       relu_first=i > 0) for i, w in enumerate(cfg.entry_channels)]
+    n = 2 + len(entry)
+    m = cfg.middle_channels
+    middle = [BlockSpec(f"block{n + i}", (m, m, m), downsample=False, residual=cfg.residual)
+              for i in range(cfg.middle_repeats)]
+    n += cfg.middle_repeats
+    exit_ = [BlockSpec(f"block{n}", cfg.exit_channels, downsample=True, residual=cfg.residual),
+             BlockSpec(f"block{n + 1}", cfg.final_channels, downsample=False, residual=False,
+                       relu_first=False, relu_last=True)]
+    return {"entry_flow": entry, "middle_flow": middle, "exit_flow": exit_}
+
+
+class Stem(nn.Module):
+    """block1: Conv 3x3 (stride 2 in the paper) -> BN -> ReLU -> Conv 3x3 -> BN -> ReLU."""
+
+    def __init__(self, cfg: XceptionConfig) -> None:
+        super().__init__()
+        c1, c2 = cfg.stem_channels
+        self.conv1 = Conv2d(cfg.in_chans, c1, 3, stride=cfg.stem_stride, padding=cfg.stem_padding)
+        self.bn1 = batch_norm(c1, cfg.bn_eps, cfg.bn_momentum)
+        self.conv2 = Conv2d(c1, c2, 3, padding=cfg.stem_padding)
+        self.bn2 = batch_norm(c2, cfg.bn_eps, cfg.bn_momentum)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv1(x)))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+class Shortcut(nn.Module):
+    """The residual branch of a block that changes shape: Conv 1x1 (stride 2) -> BN."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 cfg: XceptionConfig) -> None:
+        super().__init__()
+        self.conv = Conv2d(in_channels, out_channels, 1, stride=stride, padding=cfg.padding)
+        self.bn = batch_norm(out_channels, cfg.bn_eps, cfg.bn_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class XceptionBlock(nn.Module):
+    """[ReLU] -> SepConv -> BN, once per width -> [MaxPool 3x3/2] -> [+ shortcut] -> [ReLU]."""
+
+    def __init__(self, spec: BlockSpec, in_channels: int, cfg: XceptionConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.acts = nn.ModuleList()
+        self.sepconvs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        c = in_channels
+        for i, w in enumerate(spec.widths):
+            # the block's input is also the residual: only later ReLUs may work in place
+            relu = nn.ReLU(inplace=i > 0) if i > 0 or spec.relu_first else nn.Identity()
+            self.acts.append(relu)
+            self.sepconvs.append(SpectrumConv(
+                c, w, 3, segments=cfg.segments, order=cfg.order, mid_activation=cfg.mid_activation,
+                mid_norm=cfg.mid_norm, padding=cfg.padding, norm_eps=cfg.bn_eps,
+                norm_momentum=cfg.bn_momentum))
+            self.bns.append(batch_norm(w, cfg.bn_eps, cfg.bn_momentum))
+            c = w
+        self.pool = MaxPool2d(3, 2, cfg.padding) if spec.downsample else nn.Identity()
+        self.shortcut: nn.Module | None = None
+        if spec.residual and (spec.downsample or in_channels != c):
+            self.shortcut = Shortcut(in_channels, c, 2 if spec.downsample else 1, cfg)
+        elif spec.residual:
+            self.shortcut = nn.Identity()
+        self.act_out = nn.ReLU(inplace=True) if spec.relu_last else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for act, conv, bn in zip(self.acts, self.sepconvs, self.bns, strict=True):
+            y = bn(conv(act(y)))
+        y = self.pool(y)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)
+        return self.act_out(y)
+
+
+class Xception(nn.Module):
+    """Xception with the timm model API: forward_features / forward_head / reset_classifier."""
+
+    def __init__(self, cfg: XceptionConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = cfg or XceptionConfig()
+        self.stem = Stem(cfg)
+        c, reduction = cfg.stem_channels[1], cfg.stem_stride
+        self.feature_info = [dict(num_chs=c, reduction=reduction, module="stem")]
+        for flow, specs in block_table(cfg).items():
+            blocks = OrderedDict()
+            for spec in specs:
+                blocks[spec.name] = XceptionBlock(spec, c, cfg)
+                c, reduction = spec.widths[-1], reduction * (2 if spec.downsample else 1)
+                self.feature_info.append(dict(num_chs=c, reduction=reduction,
+                                              module=f"{flow}.{spec.name}"))
+            setattr(self, flow, nn.Sequential(blocks))
+        self.num_features = c
+        self.head = ClassifierHead(c, cfg.num_classes, cfg.fc_layers, cfg.dropout)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                # fan_in is right for grouped convs too (PyTorch's fan_out is not)
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of the stem and of every block, in ``feature_info`` order (dense prediction)."""
+        check_images(x, self.config.in_chans, self.config.min_input_size)
+        outs = [self.stem(x)]
+        for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
+            for block in flow:
+                outs.append(block(outs[-1]))
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.config.in_chans, self.config.min_input_size)
+        return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+        self.config = replace(self.config, num_classes=num_classes)
