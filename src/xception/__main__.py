@@ -1,0 +1,7 @@
+"""``python -m xception``: the same as the ``xception`` command."""
+
+import sys
+
+from .cli.main import main
+
+sys.exit(main())
