@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import Preprocess, build_datasets, load_image
+from .data import build_datasets
 from .errors import WeightsError
+from .preprocess import Preprocess, load_image
 from .train import evaluate, make_loader, resolve_device
 from .weights import load_model
 

@@ -1,0 +1,49 @@
+"""How a raw image file becomes a model input; the description is saved with the weights.
+
+``predict`` reads it back from the weights' metadata, so an image is always prepared the way the
+model was trained (or the way Keras prepared it, for imported Keras weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a raw image becomes a model input; saved with the weights so ``predict`` repeats it."""
+
+    image_size: int
+    in_chans: int
+    # pixels in [0, max] -> [-1, 1]; this is Keras' `preprocess_input` for Xception
+    mode: str = "minus_one_one"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
+    """Read one image file into a (C, S, S) tensor the way the model was trained.
+
+    Decoding happens inside the ``try``: truncated files fail at decode time, not at open.
+    """
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if pre.in_chans == 1 else "RGB")
+            im.load()
+    except FileNotFoundError:
+        raise DataError(f"image {str(path)!r} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {str(path)!r}: {e}") from None
+    x = v2.functional.pil_to_tensor(im).float().unsqueeze(0) / 255.0
+    x = F.interpolate(x, size=(pre.image_size, pre.image_size), mode="bilinear",
+                      align_corners=False, antialias=True)
+    return (x[0] * 2 - 1).clamp_(-1, 1)
