@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
-from torchvision.models import inception_v3
 
 from .errors import ConfigError
 from .layers import ClassifierHead, check_images
@@ -35,6 +34,8 @@ class InceptionV3(nn.Module):
 
     def __init__(self, cfg: InceptionConfig | None = None) -> None:
         super().__init__()
+        from torchvision.models import inception_v3  # lazy: torchvision costs ~1 s to import
+
         self.config = cfg = cfg or InceptionConfig()
         net = inception_v3(weights=None, aux_logits=False, init_weights=True)
         if cfg.in_chans != 3:

@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny model settings so tests run in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# The block structure of xception_small (14 modules, 3-conv middle blocks) at a fraction of its
+# width and with 2 middle repeats: every code path, a few thousand parameters.
+TINY = dict(stem_channels=(8, 8), entry_channels=(16, 16, 32), middle_channels=32,
+            middle_repeats=2, exit_channels=(32, 64), final_channels=(64, 64))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
