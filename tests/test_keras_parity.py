@@ -132,6 +132,9 @@ def ref(tmp_path_factory):
     top = keras.applications.Xception(weights=None, input_shape=(299, 299, 3),
                                       classifier_activation=None)
     _randomize_keras(top, rng)
+    top224 = keras.applications.Xception(weights=None, input_shape=(224, 224, 3),
+                                         classifier_activation=None)
+    top224.set_weights(top.get_weights())
     notop = keras.applications.Xception(weights=None, include_top=False,
                                         input_shape=(None, None, 3), pooling=None)
     notop.set_weights(top.get_weights()[:-2])  # all but the Dense kernel and bias
@@ -154,12 +157,10 @@ def ref(tmp_path_factory):
     sizes = (299, 224, 72)
     x = {s: np.random.default_rng(s).uniform(-1, 1, (1, s, s, 3)).astype(np.float32)
          for s in sizes}
-    out = {"logits299": top(x[299])}
-    for s in sizes:
-        out[f"features{s}"] = feats = notop(x[s])
-        # the logits of an include_top model at this size: Keras' own pooling and Dense layers
-        out[f"logits{s}"] = top.get_layer("predictions")(top.get_layer("avg_pool")(feats)) \
-            if s != 299 else out["logits299"]
+    out = {"logits299": top(x[299]), "logits224": top224(x[224])}
+    out.update({f"features{s}": notop(x[s]) for s in sizes})
+    # at 72 px, no third include_top build: Keras' own pooling and Dense layers on its features
+    out["logits72"] = top.get_layer("predictions")(top.get_layer("avg_pool")(out["features72"]))
     out = {k: torch.from_numpy(keras.ops.convert_to_numpy(v)) for k, v in out.items()}
     for k in [k for k in out if k.startswith("features")]:
         out[k] = out[k].permute(0, 3, 1, 2)  # NHWC -> NCHW

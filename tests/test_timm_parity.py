@@ -86,6 +86,14 @@ def test_aligned_matches_timm(tmp_path, name, kw, fmt):
     assert max_diff(got, want) <= TOL
 
 
+@pytest.mark.parametrize("name", ["xception41", "xception65", "xception71"])
+def test_aligned_variant_is_recognised(name):
+    from xception.weights.timm import config_name, kind_of
+
+    state = timm.create_model(name).state_dict()
+    assert kind_of(state) == "timm_aligned" and config_name(state, "timm_aligned") == name
+
+
 def test_load_model_builds_the_matching_architecture(tmp_path):
     theirs = timm.create_model("xception71", num_classes=7)
     torch.save(theirs.state_dict(), tmp_path / "x71.pth")

@@ -26,7 +26,7 @@ NUMERICS = {
 DESCRIPTION = {"timm_legacy": "timm legacy_xception / Cadene state dict",
                "timm_aligned": "timm aligned Xception (xception41/65/71) state dict"}
 # number of blocks of timm's aligned models -> the name of the matching config
-ALIGNED_BY_BLOCKS = {12: "xception41", 20: "xception65", 23: "xception71"}
+ALIGNED_BY_BLOCKS = {13: "xception41", 21: "xception65", 23: "xception71"}
 
 _OUR_BLOCK = re.compile(r"^\w+_flow\.(block\d+)\.(sepconvs|bns|shortcut)\.(.+)$")
 
@@ -150,8 +150,8 @@ def config_name(state: dict[str, torch.Tensor], kind: str) -> str:
         return "xception"
     n = 1 + max((int(m[1]) for k in state if (m := re.match(r"^blocks\.(\d+)\.", k))), default=-1)
     if n not in ALIGNED_BY_BLOCKS:
-        raise WeightsError(f"a timm aligned Xception with {n} blocks is none of xception41 (12), "
-                           "xception65 (20) or xception71 (23)")
+        raise WeightsError(f"a timm aligned Xception with {n} blocks is none of xception41 (13), "
+                           "xception65 (21) or xception71 (23)")
     return ALIGNED_BY_BLOCKS[n]
 
 
