@@ -73,7 +73,7 @@ def _randomize_keras(model, rng: np.random.Generator) -> None:
                 new.append(rng.normal(0, fan_in ** -0.5, w.shape))
             values = new
         layer.set_weights([np.asarray(v, np.float32) for v in values])
-    model(rng.uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32), training=True)
+    model(rng.uniform(-1, 1, (2, 128, 128, 3)).astype(np.float32), training=True)
     for layer in bns:
         gamma, beta, mean, var = layer.get_weights()
         mean = mean + rng.normal(0, 0.05, mean.shape) * np.sqrt(var)
@@ -84,22 +84,20 @@ def _randomize_keras(model, rng: np.random.Generator) -> None:
 def _keras2_weights_file(full_h5: str, dst: str, official_names: bool = False) -> None:
     """The weights-only Keras 2 layout from a legacy full-model .h5 (its ``model_weights``).
 
-    ``official_names`` renames the auto-named shortcut layers as in the file Keras distributes
-    (``conv2d_1``..``conv2d_4``) and adds TF's ``:0`` to weight names.
+    ``official_names`` names the auto-named shortcut layers as in the file Keras distributes
+    (``conv2d_1``..``conv2d_4``, ``batch_normalization_1``..``_4``) and adds TF's ``:0`` to
+    weight names.
     """
-    def rename(name: str) -> str:
-        base, _, num = name.rpartition("_")
-        for auto in ("conv2d", "batch_normalization"):
-            if name == auto:
-                return f"{auto}_1"
-            if base == auto and num.isdigit():
-                return f"{auto}_{int(num) + 1}"
-        return name
-
     with h5py.File(full_h5, "r") as src, h5py.File(dst, "w") as out:
         g = src["model_weights"]
         names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["layer_names"]]
-        new_names = [rename(n) if official_names else n for n in names]
+        new_names = list(names)
+        if official_names:
+            for auto in ("conv2d", "batch_normalization"):
+                found = [n for n in names if re.fullmatch(rf"{auto}(_\d+)?", n)]
+                found.sort(key=lambda n: int(n.rpartition("_")[2]) if n != auto else 0)
+                for rank, n in enumerate(found, 1):
+                    new_names[names.index(n)] = f"{auto}_{rank}"
         out.attrs["layer_names"] = np.array([n.encode() for n in new_names])
         out.attrs["backend"] = b"tensorflow"
         out.attrs["keras_version"] = b"2.1.2"
@@ -108,8 +106,7 @@ def _keras2_weights_file(full_h5: str, dst: str, official_names: bool = False) -
             weight_names = []
             for w in g[old].attrs["weight_names"]:
                 w = w.decode() if isinstance(w, bytes) else w
-                var = w.split("/")[-1]
-                w_new = f"{new}/{var}:0" if official_names else w
+                w_new = f"{new}/{w.split('/')[-1]}:0" if official_names else w
                 group.create_dataset(w_new, data=np.asarray(g[old][w]))
                 weight_names.append(w_new.encode())
             group.attrs["weight_names"] = np.array(weight_names) if weight_names else np.array([])
@@ -129,15 +126,17 @@ def ref(tmp_path_factory):
     """Keras models sharing one set of random weights, their files and reference outputs."""
     d = tmp_path_factory.mktemp("keras")
     rng = np.random.default_rng(0)
-    top = keras.applications.Xception(weights=None, input_shape=(299, 299, 3),
-                                      classifier_activation=None)
-    _randomize_keras(top, rng)
-    top224 = keras.applications.Xception(weights=None, input_shape=(224, 224, 3),
-                                         classifier_activation=None)
-    top224.set_weights(top.get_weights())
     notop = keras.applications.Xception(weights=None, include_top=False,
                                         input_shape=(None, None, 3), pooling=None)
-    notop.set_weights(top.get_weights()[:-2])  # all but the Dense kernel and bias
+    _randomize_keras(notop, rng)  # any input size: calibrated on small images, which is cheaper
+    dense = [rng.normal(0, 2048 ** -0.5, (2048, 1000)), rng.normal(0, 0.1, 1000)]
+    weights = notop.get_weights() + [w.astype(np.float32) for w in dense]
+    top = keras.applications.Xception(weights=None, input_shape=(299, 299, 3),
+                                      classifier_activation=None)
+    top.set_weights(weights)
+    top224 = keras.applications.Xception(weights=None, input_shape=(224, 224, 3),
+                                         classifier_activation=None)
+    top224.set_weights(weights)
 
     files = {"keras3": d / "top.weights.h5", "keras_zip": d / "top.keras",
              "notop_keras3": d / "notop.weights.h5", "keras2_full": d / "top_full.h5",
@@ -157,15 +156,20 @@ def ref(tmp_path_factory):
     sizes = (299, 224, 72)
     x = {s: np.random.default_rng(s).uniform(-1, 1, (1, s, s, 3)).astype(np.float32)
          for s in sizes}
-    out = {"logits299": top(x[299]), "logits224": top224(x[224])}
-    out.update({f"features{s}": notop(x[s]) for s in sizes})
-    # at 72 px, no third include_top build: Keras' own pooling and Dense layers on its features
+    out = {}
+    for size, model in ((299, top), (224, top224)):
+        # one forward of the include_top model gives both its pre-pooling features and its logits
+        both = keras.Model(model.input, [model.get_layer("block14_sepconv2_act").output,
+                                         model.output])
+        out[f"features{size}"], out[f"logits{size}"] = both(x[size])
+    # at 72 px, the include_top=False model, and Keras' own pooling and Dense layers on its output
+    out["features72"] = notop(x[72])
     out["logits72"] = top.get_layer("predictions")(top.get_layer("avg_pool")(out["features72"]))
     out = {k: torch.from_numpy(keras.ops.convert_to_numpy(v)) for k, v in out.items()}
     for k in [k for k in out if k.startswith("features")]:
         out[k] = out[k].permute(0, 3, 1, 2)  # NHWC -> NCHW
     inputs = {s: torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for s, v in x.items()}
-    return {"files": files, "out": out, "x": inputs}
+    return {"files": files, "out": out, "x": inputs, "top": top}
 
 
 @pytest.fixture(scope="module")
@@ -312,11 +316,11 @@ def test_readme_flow_download_convert_predict(ref, tmp_path):
     ranked = re.findall(r"(\S[^()]*?) \((\d+\.\d)%\)", r.stdout.split(": ", 1)[1])
     assert len(ranked) == 5
 
-    top = keras.applications.Xception(weights=None, classifier_activation="softmax")
-    top.load_weights(src)  # Keras' own loader on the same file
+    top = ref["top"]
+    top.load_weights(src)  # Keras' own loader reads the file (it holds the same weights)
     x = keras.applications.xception.preprocess_input(
         keras.utils.img_to_array(keras.utils.load_img(image, target_size=(299, 299)))[None])
-    probs = keras.ops.convert_to_numpy(top(x))[0]
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(top(x)))[0]
     names = imagenet_class_names()
     want = [names[i] for i in np.argsort(-probs)[:5]]
     assert [name for name, _ in ranked] == want
