@@ -147,17 +147,18 @@ class BlockSpec:
 def block_table(cfg: XceptionConfig) -> dict[str, list[BlockSpec]]:
     """The paper's Figure 5 as data: flow name -> its blocks (block1 is the stem)."""
     reduction, dilation = cfg.stem_stride, 1
+    strided_conv = cfg.downsample == "strided_conv"
 
     def block(name: str, widths: tuple[int, ...], stride: int, **kw) -> BlockSpec:
-        # past the output stride a block keeps its resolution and later ones dilate (DeepLab)
+        # aligned nets: past the output stride a block keeps its resolution, later ones dilate
         nonlocal reduction, dilation
         spec_dilation = dilation
-        if stride > 1 and reduction * stride > cfg.output_stride:
+        if strided_conv and stride > 1 and reduction * stride > cfg.output_stride:
             dilation, stride = dilation * stride, 1
         reduction *= stride
         kw.setdefault("residual", cfg.residual)
         return BlockSpec(name, widths, downsample=stride > 1, dilation=spec_dilation,
-                         strided_conv=cfg.downsample == "strided_conv", **kw)
+                         strided_conv=strided_conv, **kw)
 
     strides = cfg.entry_strides or (2,) * len(cfg.entry_channels)
     entry = [block(f"block{2 + i}", (w,) * cfg.entry_convs, s, relu_first=i > 0)
