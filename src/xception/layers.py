@@ -60,8 +60,10 @@ def static_padding(kernel: int, stride: int, dilation: int, mode: str) -> int | 
 
 
 def _pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int, value: float) -> torch.Tensor:
-    top, bottom = same_padding(x.shape[-2], kernel, stride, dilation)
-    left, right = same_padding(x.shape[-1], kernel, stride, dilation)
+    # int(): a traced export (ONNX) bakes the padding for its input size in as constants, instead
+    # of recording the floor divisions, which the exporter would turn into truncating ones
+    top, bottom = same_padding(int(x.shape[-2]), kernel, stride, dilation)
+    left, right = same_padding(int(x.shape[-1]), kernel, stride, dilation)
     if top or bottom or left or right:
         x = F.pad(x, (left, right, top, bottom), value=value)
     return x
@@ -84,6 +86,12 @@ class Conv2d(nn.Conv2d):
         self.pad_mode = padding
         self.dynamic_pad = fixed is None
 
+    def set_padding(self, mode: str) -> None:
+        """Switch the padding rule in place (weights untouched), e.g. for weights ported from timm."""
+        fixed = static_padding(self.kernel_size[0], self.stride[0], self.dilation[0], mode)
+        self.padding = (0, 0) if fixed is None else (fixed, fixed)
+        self.pad_mode, self.dynamic_pad = mode, fixed is None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
             x = _pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0], 0.0)
@@ -97,6 +105,10 @@ class MaxPool2d(nn.Module):
         super().__init__()
         self.kernel_size, self.stride, self.pad_mode = kernel_size, stride, padding
         self.fixed = static_padding(kernel_size, stride, 1, padding)
+
+    def set_padding(self, mode: str) -> None:
+        self.fixed = static_padding(self.kernel_size, self.stride, 1, mode)
+        self.pad_mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed is not None:

@@ -7,9 +7,9 @@ import os
 import sys
 
 from ..errors import XceptionError
-from . import evaluate, train
+from . import evaluate, train, weights
 
-SUBCOMMANDS = (train, evaluate)
+SUBCOMMANDS = (train, evaluate, weights)
 
 
 def build_parser() -> argparse.ArgumentParser:
