@@ -96,7 +96,7 @@ def test_missing_and_corrupt_weights(tmp_path, digit_pngs):
     assert_user_error(xception("eval", tmp_path / "none.safetensors"), "does not exist")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x01\x02garbage")
-    assert_user_error(xception("predict", bad, digit_pngs[0]), "not a readable safetensors file")
+    assert_user_error(xception("predict", bad, digit_pngs[0]), "is not a weights format xception reads")
 
 
 def test_unreadable_image(run_dir, tmp_path, digit_pngs):
