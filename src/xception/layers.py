@@ -6,6 +6,7 @@ flows or training.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
@@ -220,3 +221,30 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc(torch.flatten(self.pool(x), 1))
         return x if pre_logits else self.classifier(self.drop(x))
+
+
+class HeadMixin:
+    """The timm model API shared by Xception and the Inception V3 baseline.
+
+    A model provides ``forward_features``, a ``head`` (``ClassifierHead``) and a frozen dataclass
+    ``config`` with a ``num_classes`` field; this adds the rest.
+    """
+
+    head: ClassifierHead
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+        self.config = dataclasses.replace(self.config, num_classes=num_classes)

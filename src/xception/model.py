@@ -23,6 +23,7 @@ from .layers import (
     PADDINGS,
     ClassifierHead,
     Conv2d,
+    HeadMixin,
     MaxPool2d,
     SpectrumConv,
     batch_norm,
@@ -248,7 +249,7 @@ class XceptionBlock(nn.Module):
         return self.act_out(y)
 
 
-class Xception(nn.Module):
+class Xception(HeadMixin, nn.Module):
     """Xception with the timm model API: forward_features / forward_head / reset_classifier."""
 
     def __init__(self, cfg: XceptionConfig | None = None) -> None:
@@ -278,10 +279,6 @@ class Xception(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of the stem and of every block, in ``feature_info`` order (dense prediction)."""
         check_images(x, self.config.in_chans, self.config.min_input_size)
@@ -295,18 +292,6 @@ class Xception(nn.Module):
         check_images(x, self.config.in_chans, self.config.min_input_size)
         return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
-        self.config = replace(self.config, num_classes=num_classes)
 
     def set_numerics(self, padding: str | None = None, stem_padding: str | None = None,
                      bn_eps: float | None = None) -> None:
