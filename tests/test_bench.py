@@ -65,3 +65,18 @@ def test_benchmark_cli_rejects_bad_settings_in_one_line(tmp_path):
     assert r.returncode == 2
     assert "contender" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_run(tmp_path):
+    """benchmarks/gpu_check.py end to end on CPU (interpreter, tiny shapes; several minutes)."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    r = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["sections"]["kernels"]["all_ok"] and report["sections"]["model"]["all_ok"]
+    assert report["sections"]["train_eager"]["results"]["train"]["ours"]["median_ms"] > 0
+    assert "goals" in report

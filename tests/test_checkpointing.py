@@ -2,10 +2,13 @@
 
 import copy
 
+import pytest
 import torch
 
 import xception
 from xception.bench import BenchSettings, saved_activation_bytes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_checkpointing_changes_memory_not_results(tiny):

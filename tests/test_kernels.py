@@ -13,6 +13,8 @@ pytest.importorskip("triton", reason="the Triton kernels need triton (a torch de
 from xception.fast.kernels import launch, ops  # noqa: E402
 from xception.fast.kernels.check import CASES, TOLERANCE, run_case, stats_stability  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

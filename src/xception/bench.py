@@ -1,7 +1,10 @@
 """Side-by-side speed of our Xception and its peers, in one process and one run.
 
-Contenders: ``ours`` (the model as built), ``ours_opt`` (``optimize_for_inference``: inference
-only), ``ours_fused`` (``fuse_for_training``: Triton kernels; only where they run), timm's
+Contenders: ``ours`` (the model as built, with the run's settings), ``ours_ref`` (opt-in: the
+model as built in plain fp32 NCHW eager whatever the settings, to see what they buy),
+``ours_opt`` (``optimize_for_inference``: inference only, always channels_last, bfloat16
+weights in a bf16 run; on a GPU it includes the Triton kernels), ``ours_fused``
+(``fuse_model``: Triton kernels, BN not folded; GPU only), timm's
 ``legacy_xception`` (when timm is installed) and torchvision's ``inception_v3``. Modes: inference
 at batch 1 (``infer1``) and batch N (``inferN``), and a full training step (``train``: forward,
 backward, SGD step). Every contender gets the same settings (device, dtype, channels_last,
@@ -18,7 +21,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,8 @@ from torch import nn
 from .errors import ConfigError
 
 MODES = ("infer1", "inferN", "train")
-CONTENDERS = ("ours", "ours_opt", "ours_fused", "timm", "inception")
+CONTENDERS = ("ours", "ours_opt", "ours_fused", "timm", "inception", "ours_ref")
+DEFAULT_CONTENDERS = CONTENDERS[:-1]
 PEERS = ("timm", "inception")
 
 
@@ -46,7 +50,7 @@ class BenchSettings:
     iters: int = 1                            # steps per repetition
     warmup: int = 2                           # untimed steps first (compilation happens here)
     modes: tuple[str, ...] = MODES
-    contenders: tuple[str, ...] = CONTENDERS
+    contenders: tuple[str, ...] = DEFAULT_CONTENDERS
     threads: int | None = None                # torch.set_num_threads; None leaves it
     num_classes: int = 1000
 
@@ -79,6 +83,7 @@ class Entry:
     peak_mb: float | None = None              # CUDA: max allocated during one step, above idle
     saved_mb_per_image: float | None = None   # activations kept for backward (train), any device
     error: str | None = None
+    note: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,7 +134,8 @@ def build_peer(name: str, num_classes: int) -> nn.Module:
 
 def _autocast(s: BenchSettings, device: torch.device):
     if s.dtype == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        # the autocast weight cache must not outlive a captured graph
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not s.cuda_graphs)
     return contextlib.nullcontext()
 
 
@@ -138,14 +144,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _graphed(step: Callable[[], object], device: torch.device, warmup: int = 3) -> Callable:
-    """Capture ``step`` in a CUDA graph (after warm-up on a side stream); replay it."""
+def _graphed(step: Callable[[], object], device: torch.device, warm: Callable | None = None,
+             before_capture: Callable | None = None, warmup: int = 3) -> Callable:
+    """Capture ``step`` in a CUDA graph and return its replay. ``warm`` runs first on a side
+    stream (Triton compiles, cuDNN picks algorithms, optimizer state appears), then
+    ``before_capture`` (e.g. grads set to None, so backward allocates them inside the graph)."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
         for _ in range(warmup):
-            step()
+            (warm or step)()
     torch.cuda.current_stream(device).wait_stream(stream)
+    if before_capture is not None:
+        before_capture()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         step()
@@ -174,13 +185,15 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: BenchSett
         loss.backward()
         opt.step()
 
-    if s.cuda_graphs and device.type == "cuda":
-        opt.zero_grad(set_to_none=True)
-        return _graphed(step, device)  # grads are written, not accumulated, on replay
-
     def eager_step():
         opt.zero_grad(set_to_none=True)
         step()
+
+    if s.cuda_graphs and device.type == "cuda":
+        # grads set to None before capture are allocated by the captured backward, so each
+        # replay writes them afresh instead of accumulating
+        return _graphed(step, device, warm=eager_step,
+                        before_capture=lambda: opt.zero_grad(set_to_none=True))
     return eager_step
 
 
@@ -205,14 +218,16 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, s: BenchSettings,
 
 def _contender_model(name: str, ours: nn.Module, s: BenchSettings, training: bool) -> nn.Module:
     from .fast import optimize_for_inference
-    from .fast.fuse import fuse_for_training
+    from .fast.fuse import fuse_model
     from .fast.optimize import CompiledForInference
 
     if name == "ours_opt":
-        return optimize_for_inference(ours, channels_last=s.channels_last, compile=s.compile)
+        # what a user gets from optimize_for_inference: channels_last whatever the run's setting
+        return optimize_for_inference(ours, compile=s.compile,
+                                      dtype=torch.bfloat16 if s.dtype == "bf16" else None)
     model = copy.deepcopy(ours) if name.startswith("ours") else build_peer(name, s.num_classes)
     if name == "ours_fused":
-        fuse_for_training(model, channels_last=s.channels_last)
+        fuse_model(model, channels_last=s.channels_last)
     if name.startswith("ours") and s.checkpointing and training:
         model.set_grad_checkpointing(True)
     if s.channels_last:
@@ -289,6 +304,9 @@ def run_benchmark(s: BenchSettings, log: Callable[[str], object] = print) -> dic
 def _prepare(name: str, mode: str, ours: nn.Module, batch: int, s: BenchSettings,
              device: torch.device, entry: Entry) -> Callable:
     """Build the contender's model and step, warm it up and measure its memory."""
+    if name == "ours_ref":
+        s = replace(s, dtype="fp32", channels_last=False, compile=False, cuda_graphs=False,
+                    checkpointing=False)
     training = mode == "train"
     model = _contender_model(name, ours, s, training).to(device)
     fmt = torch.channels_last if s.channels_last else torch.contiguous_format
@@ -304,6 +322,8 @@ def _prepare(name: str, mode: str, ours: nn.Module, batch: int, s: BenchSettings
         step()
     _sync(device)
     entry.warmup_s = time.perf_counter() - t0
+    if getattr(model, "compile_failed", False):
+        entry.note = "torch.compile failed: measured eagerly"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         idle = torch.cuda.memory_allocated(device)
@@ -321,7 +341,7 @@ def ratios(results: dict[str, dict[str, Entry]]) -> dict:
             mine = entries.get(name)
             if mine is None or mine.median_ms is None:
                 continue
-            for peer in PEERS:
+            for peer in (*PEERS, "ours_ref"):
                 theirs = entries.get(peer)
                 if theirs is not None and theirs.median_ms:
                     out.setdefault(mode, {}).setdefault(name, {})[f"time_vs_{peer}"] = \
@@ -330,7 +350,8 @@ def ratios(results: dict[str, dict[str, Entry]]) -> dict:
 
 
 def format_table(report: dict) -> str:
-    """The report as a fixed-width table: one row per contender and mode."""
+    """The report as a fixed-width table: one row per contender and mode; "vs" columns are
+    time ratios (below 1: ours is faster)."""
     s = report["settings"]
     env = report["environment"]
     where = env.get("gpu") or f"{env['processor']} ({env['threads']} threads)"
@@ -339,17 +360,18 @@ def format_table(report: dict) -> str:
              f"cuda_graphs={s['cuda_graphs']}, {s['image_size']} px, batch N={s['batch']}, "
              f"median of {s['reps']} x {s['iters']}",
              f"{'mode':7s} {'model':11s} {'ms/step':>10s} {'img/s':>10s} {'vs timm':>8s} "
-             f"{'vs incep':>8s} {'cpu ms':>9s} {'peak MB':>9s} {'act MB/img':>10s}"]
+             f"{'vs incep':>8s} {'vs ref':>7s} {'cpu ms':>9s} {'peak MB':>9s} {'act MB/img':>10s}"]
     for mode, entries in report["results"].items():
         for name, e in entries.items():
             if e["median_ms"] is None:
                 lines.append(f"{mode:7s} {name:11s} {e['error'] or 'not measured'}")
                 continue
             r = report["ratios"].get(mode, {}).get(name, {})
-            cols = [f"{r[k]:.3f}" if k in r else "-" for k in ("time_vs_timm", "time_vs_inception")]
+            cols = [f"{r[k]:.3f}" if k in r else "-"
+                    for k in ("time_vs_timm", "time_vs_inception", "time_vs_ours_ref")]
             peak = f"{e['peak_mb']:.0f}" if e["peak_mb"] is not None else "-"
             act = f"{e['saved_mb_per_image']:.1f}" if e["saved_mb_per_image"] is not None else "-"
             lines.append(f"{mode:7s} {name:11s} {e['median_ms']:10.2f} {e['img_per_s']:10.1f} "
-                         f"{cols[0]:>8s} {cols[1]:>8s} {e['median_cpu_ms']:9.1f} {peak:>9s} "
-                         f"{act:>10s}")
+                         f"{cols[0]:>8s} {cols[1]:>8s} {cols[2]:>7s} {e['median_cpu_ms']:9.1f} {peak:>9s} "
+                         f"{act:>10s}" + (f"  ({e['note']})" if e.get("note") else ""))
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..bench import CONTENDERS, MODES
+from ..bench import CONTENDERS, DEFAULT_CONTENDERS, MODES
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=1, help="steps per repetition")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--modes", type=_names, default=MODES, help=f"comma list of {', '.join(MODES)}")
-    p.add_argument("--contenders", type=_names, default=CONTENDERS,
-                   help=f"comma list of {', '.join(CONTENDERS)}")
+    p.add_argument("--contenders", type=_names, default=DEFAULT_CONTENDERS,
+                   help=f"comma list of {', '.join(CONTENDERS)} (default: all but ours_ref, "
+                   "our model in plain fp32 NCHW eager whatever the other settings)")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--out", metavar="FILE", help="write the full report as JSON here")

@@ -1,7 +1,8 @@
 """Swap a built model's blocks for fused ones: same parameters, same state dict, same function.
 
-``fuse_for_training(model)`` changes the class of every ``Stem`` and every fusable
-``XceptionBlock`` to a subclass whose forward uses the fused ops of ``kernels.ops``:
+``fuse_model(model)`` changes the class of every ``Stem`` and every fusable ``XceptionBlock``
+to a subclass whose forward uses the fused ops of ``kernels.ops`` (training and inference; a
+model whose BNs were folded by ``optimize_for_inference`` fuses too, minus the BN parts):
 
     block input x ──► dwconv(relu(x)) ─► 1x1 ─► z1 ─► dwconv(relu(bn1(z1))) ─► 1x1 ─► z2 ─► ...
                                         (BN + ReLU applied inside the next depthwise conv)
@@ -42,8 +43,8 @@ def block_fusable(block: XceptionBlock) -> str | None:
             return "an inner BN or activation is not fused"
         if not depthwise_supported(sep.spatial):
             return "the spatial conv is not depthwise (segments < channels)"
-    if not all(isinstance(bn, nn.BatchNorm2d) for bn in block.bns):
-        return "a norm layer other than BatchNorm2d"
+    if not all(isinstance(bn, nn.BatchNorm2d | nn.Identity) for bn in block.bns):
+        return "a norm layer other than BatchNorm2d (or one folded away)"
     if not all(isinstance(a, nn.ReLU | nn.Identity) for a in (*block.acts, block.act_out)):
         return "an activation other than ReLU"
     if not isinstance(block.pool, nn.Identity | MaxPool2d | SameMaxPool2d):
@@ -53,6 +54,11 @@ def block_fusable(block: XceptionBlock) -> str | None:
     return None
 
 
+def _bn(module: nn.Module) -> nn.BatchNorm2d | None:
+    """A BatchNorm to fuse, or None where it was folded into the conv (``nn.Identity``)."""
+    return module if isinstance(module, nn.BatchNorm2d) else None
+
+
 class FusedXceptionBlock(XceptionBlock):
     """An ``XceptionBlock`` whose forward runs the fused ops (see the module docstring)."""
 
@@ -60,18 +66,18 @@ class FusedXceptionBlock(XceptionBlock):
         y, pending = x, None
         for act, sep, bn in zip(self.acts, self.sepconvs, self.bns, strict=True):
             d = depthwise_conv(y, sep.spatial, bn=pending, relu=isinstance(act, nn.ReLU))
-            y, pending = sep.pointwise(d), bn
+            y, pending = sep.pointwise(d), _bn(bn)
         relu_out = isinstance(self.act_out, nn.ReLU)
         shortcut = self.shortcut
         if isinstance(self.pool, nn.Identity):
             if isinstance(shortcut, Shortcut):
-                res = batchnorm_act(shortcut.conv(x), shortcut.bn)
+                res = batchnorm_act(shortcut.conv(x), _bn(shortcut.bn))
             else:
                 res = None if shortcut is None else x
             return batchnorm_act(y, pending, relu=relu_out, residual=res)
         res, res_bn = None, None
         if isinstance(shortcut, Shortcut):
-            res, res_bn = shortcut.conv(x), shortcut.bn
+            res, res_bn = shortcut.conv(x), _bn(shortcut.bn)
         elif shortcut is not None:
             res = x
         out = maxpool_add(y, self.pool, bn=pending, residual=res, res_bn=res_bn)
@@ -82,12 +88,13 @@ class FusedStem(Stem):
     """The stem with each BN + ReLU in one pass."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = batchnorm_act(self.conv1(x), self.bn1, relu=True)
-        return batchnorm_act(self.conv2(x), self.bn2, relu=True)
+        x = batchnorm_act(self.conv1(x), _bn(self.bn1), relu=True)
+        return batchnorm_act(self.conv2(x), _bn(self.bn2), relu=True)
 
 
-def fuse_for_training(model: nn.Module, channels_last: bool = True) -> dict[str, int]:
+def fuse_model(model: nn.Module, channels_last: bool = True) -> dict[str, int]:
     """Fuse ``model``'s stem and blocks in place; returns counts of fused and kept blocks.
+    For training on a GPU: ``fuse_model(model)``, then train as usual (autocast, DDP, EMA).
 
     Parameters, buffers and state-dict keys are untouched (only classes change), so optimizers,
     checkpoints and EMA copies keep working; ``unfuse`` reverts. The kernels work on NHWC, so by
@@ -95,7 +102,8 @@ def fuse_for_training(model: nn.Module, channels_last: bool = True) -> dict[str,
     """
     counts = {"fused": 0, "kept": 0}
     for module in model.modules():
-        if type(module) is Stem and isinstance(module.act, nn.ReLU):
+        if type(module) is Stem and isinstance(module.act, nn.ReLU) and all(
+                isinstance(b, nn.BatchNorm2d | nn.Identity) for b in (module.bn1, module.bn2)):
             module.__class__ = FusedStem
         elif type(module) is XceptionBlock:
             if block_fusable(module) is None:
@@ -109,7 +117,7 @@ def fuse_for_training(model: nn.Module, channels_last: bool = True) -> dict[str,
 
 
 def unfuse(model: nn.Module) -> nn.Module:
-    """Undo ``fuse_for_training`` (the memory format is left as it is)."""
+    """Undo ``fuse_model`` (the memory format is left as it is)."""
     for module in model.modules():
         if type(module) is FusedXceptionBlock:
             module.__class__ = XceptionBlock

@@ -122,11 +122,12 @@ class _BatchNormAct(torch.autograd.Function):
                 _param_grad(dbeta, st.gamma, ctx.needs_input_grad[2]), dres, None, None)
 
 
-def batchnorm_act(x: torch.Tensor, bn: nn.BatchNorm2d, relu: bool = False,
+def batchnorm_act(x: torch.Tensor, bn: nn.BatchNorm2d | None, relu: bool = False,
                   residual: torch.Tensor | None = None) -> torch.Tensor:
-    """act(bn(x) + residual) in one pass over x (plus one for the statistics in training)."""
-    if not kernels_run_on(x):
-        y = bn(x)
+    """act(bn(x) + residual) in one pass over x (plus one for the statistics in training).
+    ``bn=None`` (folded away) leaves act(x + residual) to PyTorch: one pass either way."""
+    if bn is None or not kernels_run_on(x):
+        y = x if bn is None else bn(x)
         if residual is not None:
             y = y + residual
         return F.relu(y) if relu else y
