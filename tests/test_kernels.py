@@ -62,3 +62,16 @@ def test_torch_backend_bypasses_the_kernels():
         assert not launch.kernels_run_on(x)
     with pytest.raises(ValueError, match="backend"), launch.use_backend("cuda"):
         pass
+
+
+def test_cumulative_running_statistics_match_pytorch():
+    """momentum=None (cumulative average over steps) and the step counter, two steps."""
+    bn = torch.nn.BatchNorm2d(20, momentum=None).to(DEVICE)
+    ref = torch.nn.BatchNorm2d(20, momentum=None).to(DEVICE)
+    for _ in range(2):
+        x = (torch.randn(3, 20, 7, 9) * 2 + 1).to(DEVICE).contiguous(memory_format=torch.channels_last)
+        ops.batchnorm_act(x, bn, relu=True)
+        ref(x)
+    assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked) == 2
+    torch.testing.assert_close(bn.running_mean, ref.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, ref.running_var, rtol=1e-5, atol=1e-6)

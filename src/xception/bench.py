@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,12 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bench_report import environment, format_table, ratios
 from .errors import ConfigError
+
+__all__ = ["BenchSettings", "Entry", "environment", "format_table", "ratios", "run_benchmark",
+           "saved_activation_bytes"]
 
 MODES = ("infer1", "inferN", "train")
 CONTENDERS = ("ours", "ours_opt", "ours_fused", "timm", "inception", "ours_ref")
 DEFAULT_CONTENDERS = CONTENDERS[:-1]
-PEERS = ("timm", "inception")
 
 
 @dataclass
@@ -93,31 +95,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
     return dev
-
-
-def environment(device: torch.device) -> dict:
-    import torchvision
-
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "machine": platform.machine(),
-           "processor": _cpu_name(), "threads": torch.get_num_threads(), "device": str(device)}
-    for mod in ("timm", "triton"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except ImportError:
-            env[mod] = None
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def build_peer(name: str, num_classes: int) -> nn.Module:
@@ -268,37 +245,63 @@ def run_benchmark(s: BenchSettings, log: Callable[[str], object] = print) -> dic
     results: dict[str, dict[str, Entry]] = {}
     for mode in s.modes:
         batch = 1 if mode == "infer1" else s.batch
-        entries: dict[str, Entry] = {}
-        steps: dict[str, Callable] = {}
+        entries = {name: Entry() for name in s.contenders}
+        todo = []
         for name in s.contenders:
-            entries[name] = entry = Entry()
             reason = _skip_reason(name, mode, s, device)
             if reason:
-                entry.error = f"skipped: {reason}"
-                continue
-            log(f"  {mode:7s} {name:11s} preparing (warm-up{', compiling' if s.compile else ''})")
+                entries[name].error = f"skipped: {reason}"
+            else:
+                todo.append(name)
+        # CUDA graphs keep each captured step's memory: measure one contender at a time and
+        # free it; otherwise interleave repetitions so load changes hit every contender alike
+        groups = [[name] for name in todo] if s.cuda_graphs else [todo]
+        for group in groups:
+            steps = {}
+            for name in group:
+                log(f"  {mode:7s} {name:11s} preparing (warm-up"
+                    f"{', compiling' if s.compile else ''})")
+                try:
+                    steps[name] = _prepare(name, mode, ours, batch, s, device, entries[name])
+                except Exception as err:  # noqa: BLE001 - a failing contender is a result
+                    entries[name].error = f"{type(err).__name__}: {err}"
+                    log(f"  {mode:7s} {name:11s} failed: {entries[name].error}")
+            _time_round_robin(steps, entries, s, device, log)
+            for name in steps:
+                _median_entry(entries[name], batch)
+                if entries[name].median_ms is not None:
+                    log(f"  {mode:7s} {name:11s} {entries[name].median_ms:9.2f} ms  "
+                        f"{entries[name].img_per_s:9.1f} img/s")
+            del steps
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        results[mode] = entries
+    return {"settings": asdict(s), "environment": environment(device),
+            "results": {m: {n: asdict(e) for n, e in r.items()} for m, r in results.items()},
+            "ratios": ratios(results)}
+
+
+def _time_round_robin(steps: dict[str, Callable], entries: dict[str, Entry], s: BenchSettings,
+                      device: torch.device, log: Callable[[str], object]) -> None:
+    """``s.reps`` repetitions of ``s.iters`` steps, visiting every contender in turn; one that
+    fails (out of memory, say) is dropped with its error recorded and its times discarded."""
+    for _ in range(s.reps):
+        for name, step in list(steps.items()):
             try:
-                steps[name] = _prepare(name, mode, ours, batch, s, device, entry)
-            except Exception as err:  # noqa: BLE001 - a failing contender is a result
-                entry.error = f"{type(err).__name__}: {err}"
-                log(f"  {mode:7s} {name:11s} failed: {entry.error}")
-        for _ in range(s.reps):  # round-robin: each repetition visits every contender
-            for name, step in steps.items():
                 _sync(device)
                 t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(s.iters):
                     step()
                 _sync(device)
-                entries[name].times_ms.append((time.perf_counter() - t0) * 1000.0 / s.iters)
-                entries[name].cpu_ms.append((time.process_time() - c0) * 1000.0 / s.iters)
-        for name in steps:
-            _median_entry(entries[name], batch)
-            log(f"  {mode:7s} {name:11s} {entries[name].median_ms:9.2f} ms  "
-                f"{entries[name].img_per_s:9.1f} img/s")
-        results[mode] = entries
-    return {"settings": asdict(s), "environment": environment(device),
-            "results": {m: {n: asdict(e) for n, e in r.items()} for m, r in results.items()},
-            "ratios": ratios(results)}
+            except Exception as err:  # noqa: BLE001
+                entries[name].error = f"{type(err).__name__}: {err}"
+                entries[name].times_ms.clear()
+                entries[name].cpu_ms.clear()
+                log(f"  {name:11s} failed while timed: {entries[name].error}")
+                del steps[name]
+                continue
+            entries[name].times_ms.append((time.perf_counter() - t0) * 1000.0 / s.iters)
+            entries[name].cpu_ms.append((time.process_time() - c0) * 1000.0 / s.iters)
 
 
 def _prepare(name: str, mode: str, ours: nn.Module, batch: int, s: BenchSettings,
@@ -331,47 +334,3 @@ def _prepare(name: str, mode: str, ours: nn.Module, batch: int, s: BenchSettings
         _sync(device)
         entry.peak_mb = (torch.cuda.max_memory_allocated(device) - idle) / 2**20
     return step
-
-
-def ratios(results: dict[str, dict[str, Entry]]) -> dict:
-    """Per mode: each of our variants' median time over each peer's (below 1 = we are faster)."""
-    out: dict[str, dict] = {}
-    for mode, entries in results.items():
-        for name in ("ours", "ours_opt", "ours_fused"):
-            mine = entries.get(name)
-            if mine is None or mine.median_ms is None:
-                continue
-            for peer in (*PEERS, "ours_ref"):
-                theirs = entries.get(peer)
-                if theirs is not None and theirs.median_ms:
-                    out.setdefault(mode, {}).setdefault(name, {})[f"time_vs_{peer}"] = \
-                        round(mine.median_ms / theirs.median_ms, 4)
-    return out
-
-
-def format_table(report: dict) -> str:
-    """The report as a fixed-width table: one row per contender and mode; "vs" columns are
-    time ratios (below 1: ours is faster)."""
-    s = report["settings"]
-    env = report["environment"]
-    where = env.get("gpu") or f"{env['processor']} ({env['threads']} threads)"
-    lines = [f"{s['model']} vs peers on {where}: {s['dtype']}, "
-             f"channels_last={s['channels_last']}, compile={s['compile']}, "
-             f"cuda_graphs={s['cuda_graphs']}, {s['image_size']} px, batch N={s['batch']}, "
-             f"median of {s['reps']} x {s['iters']}",
-             f"{'mode':7s} {'model':11s} {'ms/step':>10s} {'img/s':>10s} {'vs timm':>8s} "
-             f"{'vs incep':>8s} {'vs ref':>7s} {'cpu ms':>9s} {'peak MB':>9s} {'act MB/img':>10s}"]
-    for mode, entries in report["results"].items():
-        for name, e in entries.items():
-            if e["median_ms"] is None:
-                lines.append(f"{mode:7s} {name:11s} {e['error'] or 'not measured'}")
-                continue
-            r = report["ratios"].get(mode, {}).get(name, {})
-            cols = [f"{r[k]:.3f}" if k in r else "-"
-                    for k in ("time_vs_timm", "time_vs_inception", "time_vs_ours_ref")]
-            peak = f"{e['peak_mb']:.0f}" if e["peak_mb"] is not None else "-"
-            act = f"{e['saved_mb_per_image']:.1f}" if e["saved_mb_per_image"] is not None else "-"
-            lines.append(f"{mode:7s} {name:11s} {e['median_ms']:10.2f} {e['img_per_s']:10.1f} "
-                         f"{cols[0]:>8s} {cols[1]:>8s} {cols[2]:>7s} {e['median_cpu_ms']:9.1f} {peak:>9s} "
-                         f"{act:>10s}" + (f"  ({e['note']})" if e.get("note") else ""))
-    return "\n".join(lines)

@@ -41,60 +41,65 @@ def _from_rows(y2d: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class BNState:
-    """One BatchNorm's numbers for this step: statistics used, and the affine map they give."""
+    """One BatchNorm's numbers for this step: rows mean, var, invstd, scale, shift ([5, C],
+    float32) of the statistics used, and whether they are this batch's (gradient flows through
+    them) or the running ones."""
 
     gamma: torch.Tensor | None
-    mean: torch.Tensor
-    invstd: torch.Tensor
-    scale: torch.Tensor
-    shift: torch.Tensor
-    batch: bool  # statistics of this batch (gradient flows through them) or running ones
+    stats: torch.Tensor
+    batch: bool
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.stats[0]
+
+    @property
+    def invstd(self) -> torch.Tensor:
+        return self.stats[2]
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.stats[3]
+
+    @property
+    def shift(self) -> torch.Tensor:
+        return self.stats[4]
 
 
 def bn_state(bn: nn.BatchNorm2d, x: torch.Tensor) -> BNState:
     """Statistics as ``bn`` would use them on ``x`` (updating its running buffers in training)."""
-    from .batchnorm import channel_stats
+    from .batchnorm import batch_stats
 
-    batch = bn.training or bn.running_mean is None
-    if batch:
-        with torch.no_grad():
-            mean, var = channel_stats(_rows(x))
-            if bn.training and bn.track_running_stats and bn.running_mean is not None:
-                bn.num_batches_tracked.add_(1)
-                momentum = bn.momentum if bn.momentum is not None \
-                    else 1.0 / float(bn.num_batches_tracked)
-                m = x.numel() // x.shape[1]
-                bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-                bn.running_var.mul_(1 - momentum).add_(var * (m / max(m - 1, 1)), alpha=momentum)
-    else:
-        mean, var = bn.running_mean.float(), bn.running_var.float()
+    weight = None if bn.weight is None else bn.weight.detach()
+    bias = None if bn.bias is None else bn.bias.detach()
+    if bn.training or bn.running_mean is None:
+        update = bn.training and bn.track_running_stats and bn.running_mean is not None
+        momentum = 0.0
+        if update:
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None \
+                else 1.0 / float(bn.num_batches_tracked)
+        stats = batch_stats(_rows(x), weight, bias, bn.running_mean if update else None,
+                            bn.running_var if update else None, momentum, bn.eps)
+        return BNState(bn.weight, stats, True)
+    mean, var = bn.running_mean.float(), bn.running_var.float()
     invstd = torch.rsqrt(var + bn.eps)
-    gamma = bn.weight.detach().float() if bn.weight is not None else None
-    scale = invstd if gamma is None else gamma * invstd
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.detach().float()
-    return BNState(bn.weight, mean, invstd, scale, shift, batch)
+    scale = invstd if weight is None else weight.float() * invstd
+    shift = -mean * scale if bias is None else bias.float() - mean * scale
+    return BNState(bn.weight, torch.stack([mean, var, invstd, scale, shift]), False)
 
 
 def bn_backward(g: torch.Tensor, x: torch.Tensor, res: torch.Tensor | None, st: BNState,
                 relu: bool, write_dres: bool):
     """(dx, dres, dgamma, dbeta) of y = act(bn(x) [+ res]) given dL/dy, all NHWC."""
-    from .batchnorm import backward_apply, backward_sums
+    from .batchnorm import backward_apply, backward_coefficients
 
     g2d, x2d = _rows(g), _rows(x)
     r2d = None if res is None else _rows(res)
-    sg, sgx = backward_sums(g2d, x2d, r2d, st.mean, st.scale, st.shift, relu)
-    if st.batch:
-        m = x2d.shape[0]
-        k2 = -st.scale * st.invstd * st.invstd * sgx / m
-        k3 = -st.scale * sg / m - k2 * st.mean
-    else:
-        k2 = k3 = torch.zeros_like(st.scale)
-    dx, dres = backward_apply(g2d, x2d, r2d, st.scale, st.shift, st.scale, k2, k3, relu,
+    k = backward_coefficients(g2d, x2d, r2d, st.stats, relu, st.batch)
+    dx, dres = backward_apply(g2d, x2d, r2d, st.scale, st.shift, st.scale, k[0], k[1], relu,
                               write_dres)
-    dgamma = st.invstd * sgx
-    return (_from_rows(dx, x), None if dres is None else _from_rows(dres, x), dgamma, sg)
+    return (_from_rows(dx, x), None if dres is None else _from_rows(dres, x), k[2], k[3])
 
 
 def _param_grad(grad: torch.Tensor, param: torch.Tensor | None, needed: bool):
