@@ -279,7 +279,17 @@ def backward_coefficients(g2d: torch.Tensor, x2d: torch.Tensor, res2d: torch.Ten
            x2d if res2d is None else res2d, stats[0], stats[3], stats[4], sg, sgx, m, c,
            rows_per_prog, HAS_RES=res2d is not None, RELU=relu, BLOCK_M=rows_block(ROWS),
            BLOCK_C=block_c)
-    out = torch.empty(4, c, device=x2d.device, dtype=torch.float32)
+    return finalize_backward(sg, sgx, m, stats, batch)
+
+
+def finalize_backward(sg: torch.Tensor, sgx: torch.Tensor, m: int, stats: torch.Tensor,
+                      batch: bool) -> torch.Tensor:
+    """[4, C] rows k2, k3, dgamma, dbeta from per-program partial sums ([P, C] each) of g' and
+    g' * (x - mean) over m rows, wherever they were computed (here, or fused into the
+    depthwise-conv and max-pool backward kernels)."""
+    progs, c = sg.shape
+    block_c = channel_block(c)
+    out = torch.empty(4, c, device=sg.device, dtype=torch.float32)
     launch(_bwd_finalize_kernel, (cdiv(c, block_c),), sg, sgx, progs, m, c, stats, out,
            BATCH=batch, BLOCK_P=FINAL_P, BLOCK_C=block_c)
     return out

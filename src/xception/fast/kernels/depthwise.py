@@ -55,12 +55,15 @@ def _dw_forward_kernel(x_ptr, w_ptr, y_ptr, scale_ptr, shift_ptr, P, H, W, C, OH
     tl.store(y_ptr + out, acc.to(y_ptr.dtype.element_ty), mask=pmask[:, None] & cmask[None, :])
 
 
-def _dw_backward_input_kernel(g_ptr, x_ptr, w_ptr, gu_ptr, scale_ptr, shift_ptr, P, H, W, C, OH, OW,
-                              stride, pad_t, pad_l, dil, KH: tl.constexpr, KW: tl.constexpr,
-                              HAS_BN: tl.constexpr, RELU: tl.constexpr,
+def _dw_backward_input_kernel(g_ptr, x_ptr, w_ptr, gu_ptr, scale_ptr, shift_ptr, mean_ptr,
+                              sg_ptr, sgx_ptr, P, H, W, C, OH, OW, stride, pad_t, pad_l, dil,
+                              KH: tl.constexpr, KW: tl.constexpr, HAS_BN: tl.constexpr,
+                              RELU: tl.constexpr, STATS: tl.constexpr,
                               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Gradient w.r.t. the prologue's pre-ReLU value u (= bn(x), or x): a gather over the
-    output positions whose window holds this input position, masked by u > 0."""
+    output positions whose window holds this input position, masked by u > 0. With STATS it
+    also writes this program's partial sums of gu and gu * (x - mean), the BN backward's
+    reductions, while gu is still in registers."""
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pmask = p < P
@@ -84,14 +87,22 @@ def _dw_backward_input_kernel(g_ptr, x_ptr, w_ptr, gu_ptr, scale_ptr, shift_ptr,
             acc += g * wk[None, :]
     out = p.to(tl.int64)[:, None] * C + c[None, :]
     omask = pmask[:, None] & cmask[None, :]
+    if RELU or STATS:
+        xv = tl.load(x_ptr + out, mask=omask, other=0.0).to(tl.float32)
     if RELU:
-        u = tl.load(x_ptr + out, mask=omask, other=0.0).to(tl.float32)
+        u = xv
         if HAS_BN:
             scale = tl.load(scale_ptr + c, mask=cmask, other=0.0)
             shift = tl.load(shift_ptr + c, mask=cmask, other=0.0)
-            u = u * scale[None, :] + shift[None, :]
+            u = xv * scale[None, :] + shift[None, :]
         acc = tl.where(u > 0.0, acc, 0.0)
     tl.store(gu_ptr + out, acc.to(gu_ptr.dtype.element_ty), mask=omask)
+    if STATS:
+        acc = tl.where(omask, acc, 0.0)
+        mean = tl.load(mean_ptr + c, mask=cmask, other=0.0)
+        part = tl.program_id(0) * C + c
+        tl.store(sg_ptr + part, tl.sum(acc, axis=0), mask=cmask)
+        tl.store(sgx_ptr + part, tl.sum(acc * (xv - mean[None, :]), axis=0), mask=cmask)
 
 
 def _dw_backward_weight_kernel(g_ptr, x_ptr, part_ptr, scale_ptr, shift_ptr, P, H, W, C, OH, OW,
@@ -169,9 +180,11 @@ def dw_forward(x: torch.Tensor, w_taps: torch.Tensor, kernel: tuple[int, int], s
 
 def dw_backward_input(g: torch.Tensor, x: torch.Tensor, w_taps: torch.Tensor,
                       kernel: tuple[int, int], stride: int, pads: tuple[int, int], dilation: int,
-                      scale: torch.Tensor | None, shift: torch.Tensor | None,
-                      relu: bool) -> torch.Tensor:
-    """Gradient w.r.t. the pre-ReLU prologue value, shaped like x (channels_last)."""
+                      scale: torch.Tensor | None, shift: torch.Tensor | None, relu: bool,
+                      mean: torch.Tensor | None = None):
+    """(gu, partial sums) : the gradient w.r.t. the pre-ReLU prologue value, shaped like x
+    (channels_last), and, given the BN's ``mean``, the [P, C] partial sums of gu and
+    gu * (x - mean) for ``finalize_backward`` (else None)."""
     n, c, h, w = x.shape
     oh, ow = g.shape[-2:]
     gu = torch.empty_like(x, memory_format=torch.channels_last)
@@ -179,10 +192,16 @@ def dw_backward_input(g: torch.Tensor, x: torch.Tensor, w_taps: torch.Tensor,
     block_c = channel_block(c)
     sc, sh = _affine_args(x, scale, shift)
     block_p = rows_block(BLOCK_P)
-    launch(_dw_backward_input_kernel, (cdiv(p, block_p), cdiv(c, block_c)), g, x, w_taps, gu,
-           sc, sh, p, h, w, c, oh, ow, stride, pads[0], pads[1], dilation, KH=kernel[0],
-           KW=kernel[1], HAS_BN=scale is not None, RELU=relu, BLOCK_P=block_p, BLOCK_C=block_c)
-    return gu
+    progs = cdiv(p, block_p)
+    sums = None
+    if mean is not None:
+        sums = torch.empty(2, progs, c, device=x.device, dtype=torch.float32)
+    launch(_dw_backward_input_kernel, (progs, cdiv(c, block_c)), g, x, w_taps, gu, sc, sh,
+           x if mean is None else mean, gu if sums is None else sums[0],
+           gu if sums is None else sums[1], p, h, w, c, oh, ow, stride, pads[0], pads[1],
+           dilation, KH=kernel[0], KW=kernel[1], HAS_BN=scale is not None, RELU=relu,
+           STATS=mean is not None, BLOCK_P=block_p, BLOCK_C=block_c)
+    return gu, sums
 
 
 def dw_backward_weight(g: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int], stride: int,

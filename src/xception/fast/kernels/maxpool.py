@@ -61,8 +61,11 @@ def _pool_forward_kernel(x_ptr, y_ptr, idx_ptr, res_ptr, scale_ptr, shift_ptr, r
     tl.store(idx_ptr + out, arg.to(tl.int8), mask=omask)
 
 
-def _pool_backward_kernel(g_ptr, idx_ptr, gu_ptr, P, H, W, C, OH, OW, stride, pad_t, pad_l,
-                          K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _pool_backward_kernel(g_ptr, idx_ptr, gu_ptr, x_ptr, mean_ptr, sg_ptr, sgx_ptr, P, H, W, C,
+                          OH, OW, stride, pad_t, pad_l, K: tl.constexpr, STATS: tl.constexpr,
+                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Gradient w.r.t. the pooled input; with STATS also this program's partial sums of it and
+    of it times (x - mean), for the BatchNorm before the pool."""
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pmask = p < P
@@ -85,7 +88,15 @@ def _pool_backward_kernel(g_ptr, idx_ptr, gu_ptr, P, H, W, C, OH, OW, stride, pa
             g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             acc += tl.where(which == kh * K + kw, g, 0.0)
     out = p.to(tl.int64)[:, None] * C + c[None, :]
-    tl.store(gu_ptr + out, acc.to(gu_ptr.dtype.element_ty), mask=pmask[:, None] & cmask[None, :])
+    omask = pmask[:, None] & cmask[None, :]
+    tl.store(gu_ptr + out, acc.to(gu_ptr.dtype.element_ty), mask=omask)
+    if STATS:
+        xv = tl.load(x_ptr + out, mask=omask, other=0.0).to(tl.float32)
+        mean = tl.load(mean_ptr + c, mask=cmask, other=0.0)
+        acc = tl.where(omask, acc, 0.0)
+        part = tl.program_id(0) * C + c
+        tl.store(sg_ptr + part, tl.sum(acc, axis=0), mask=cmask)
+        tl.store(sgx_ptr + part, tl.sum(acc * (xv - mean[None, :]), axis=0), mask=cmask)
 
 
 def pool_forward(x: torch.Tensor, kernel: int, stride: int, pads: tuple[int, int],
@@ -111,15 +122,23 @@ def pool_forward(x: torch.Tensor, kernel: int, stride: int, pads: tuple[int, int
     return y, idx
 
 
-def pool_backward(g: torch.Tensor, idx: torch.Tensor, in_shape: torch.Size, kernel: int,
-                  stride: int, pads: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-    """Gradient w.r.t. the pooled input (the BN output), channels_last, in ``dtype``."""
-    n, c, h, w = in_shape
+def pool_backward(g: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, kernel: int,
+                  stride: int, pads: tuple[int, int], mean: torch.Tensor | None = None):
+    """(gu, partial sums): the gradient w.r.t. the pooled input (the BN output), channels_last
+    in x's dtype, and given the BN's ``mean`` the [2, P, C] partial sums for
+    ``finalize_backward`` (else None)."""
+    n, c, h, w = x.shape
     oh, ow = g.shape[-2:]
-    gu = torch.empty((n, c, h, w), device=g.device, dtype=dtype, memory_format=torch.channels_last)
+    gu = torch.empty_like(x, memory_format=torch.channels_last)
     p = n * h * w
     block_c = channel_block(c)
     block_p = rows_block(BLOCK_P)
-    launch(_pool_backward_kernel, (cdiv(p, block_p), cdiv(c, block_c)), g, idx, gu, p, h, w, c,
-           oh, ow, stride, pads[0], pads[1], K=kernel, BLOCK_P=block_p, BLOCK_C=block_c)
-    return gu
+    progs = cdiv(p, block_p)
+    sums = None
+    if mean is not None:
+        sums = torch.empty(2, progs, c, device=x.device, dtype=torch.float32)
+    launch(_pool_backward_kernel, (progs, cdiv(c, block_c)), g, idx, gu, x,
+           x if mean is None else mean, gu if sums is None else sums[0],
+           gu if sums is None else sums[1], p, h, w, c, oh, ow, stride, pads[0], pads[1],
+           K=kernel, STATS=mean is not None, BLOCK_P=block_p, BLOCK_C=block_c)
+    return gu, sums

@@ -90,13 +90,17 @@ def bn_state(bn: nn.BatchNorm2d, x: torch.Tensor) -> BNState:
 
 
 def bn_backward(g: torch.Tensor, x: torch.Tensor, res: torch.Tensor | None, st: BNState,
-                relu: bool, write_dres: bool):
-    """(dx, dres, dgamma, dbeta) of y = act(bn(x) [+ res]) given dL/dy, all NHWC."""
-    from .batchnorm import backward_apply, backward_coefficients
+                relu: bool, write_dres: bool, sums: torch.Tensor | None = None):
+    """(dx, dres, dgamma, dbeta) of y = act(bn(x) [+ res]) given dL/dy, all NHWC. ``sums``:
+    the reductions' partial sums if the kernel that produced ``g`` computed them already."""
+    from .batchnorm import backward_apply, backward_coefficients, finalize_backward
 
     g2d, x2d = _rows(g), _rows(x)
     r2d = None if res is None else _rows(res)
-    k = backward_coefficients(g2d, x2d, r2d, st.stats, relu, st.batch)
+    if sums is None:
+        k = backward_coefficients(g2d, x2d, r2d, st.stats, relu, st.batch)
+    else:
+        k = finalize_backward(sums[0], sums[1], x2d.shape[0], st.stats, st.batch)
     dx, dres = backward_apply(g2d, x2d, r2d, st.scale, st.shift, st.scale, k[0], k[1], relu,
                               write_dres)
     return (_from_rows(dx, x), None if dres is None else _from_rows(dres, x), k[2], k[3])
@@ -199,12 +203,14 @@ class _DepthwiseConv(torch.autograd.Function):
                                     scale, shift, relu)
             dweight = dw.t().reshape(weight.shape).to(weight.dtype)
         if any(ctx.needs_input_grad[i] for i in (0, 2, 3)):
-            gu = dw_backward_input(gy, x, taps, geo.kernel, geo.stride, geo.pads, geo.dilation,
-                                   scale, shift, relu)
+            gu, sums = dw_backward_input(gy, x, taps, geo.kernel, geo.stride, geo.pads,
+                                         geo.dilation, scale, shift, relu,
+                                         None if st is None else st.mean)
             if st is None:
                 dx = gu
             else:
-                dx, _, dg, db = bn_backward(gu, x, None, st, relu=False, write_dres=False)
+                dx, _, dg, db = bn_backward(gu, x, None, st, relu=False, write_dres=False,
+                                            sums=sums)
                 dgamma = _param_grad(dg, st.gamma, ctx.needs_input_grad[2])
                 dbeta = _param_grad(db, st.gamma, ctx.needs_input_grad[3])
         return dx, dweight, dgamma, dbeta, None, None, None
@@ -263,11 +269,13 @@ class _MaxPoolAdd(torch.autograd.Function):
         need = ctx.needs_input_grad
         dx = dgamma = dbeta = dres = drgamma = drbeta = None
         if need[0] or need[1] or need[2]:
-            gu = pool_backward(gy, idx, x.shape, geo.kernel[0], geo.stride, geo.pads, x.dtype)
+            gu, sums = pool_backward(gy, idx, x, geo.kernel[0], geo.stride, geo.pads,
+                                     None if st is None else st.mean)
             if st is None:
                 dx = gu
             else:
-                dx, _, dg, db = bn_backward(gu, x, None, st, relu=False, write_dres=False)
+                dx, _, dg, db = bn_backward(gu, x, None, st, relu=False, write_dres=False,
+                                            sums=sums)
                 dgamma, dbeta = _param_grad(dg, st.gamma, need[1]), _param_grad(db, st.gamma, need[2])
         if residual is not None and (need[3] or need[4] or need[5]):
             if rst is None:
