@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch import nn
 
+from .checkpointing import checkpointed
 from .errors import ConfigError
 from .layers import (
     ACTIVATIONS,
@@ -268,6 +269,7 @@ class Xception(HeadMixin, nn.Module):
             setattr(self, flow, nn.Sequential(blocks))
         self.num_features = c
         self.head = ClassifierHead(c, cfg.num_classes, cfg.fc_layers, cfg.dropout)
+        self.grad_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -279,18 +281,34 @@ class Xception(HeadMixin, nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them (timm's API):
+        training memory drops to about the block inputs, for roughly one more forward pass."""
+        self.grad_checkpointing = enable
+
+    def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpointed(block, x)
+        return block(x)
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of the stem and of every block, in ``feature_info`` order (dense prediction)."""
         check_images(x, self.config.in_chans, self.config.min_input_size)
         outs = [self.stem(x)]
         for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
             for block in flow:
-                outs.append(block(outs[-1]))
+                outs.append(self._run(block, outs[-1]))
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.config.in_chans, self.config.min_input_size)
-        return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
+        x = self.stem(x)
+        for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
+            for block in flow:
+                x = checkpointed(block, x)
+        return x
 
 
     def set_numerics(self, padding: str | None = None, stem_padding: str | None = None,

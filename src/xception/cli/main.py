@@ -7,9 +7,9 @@ import os
 import sys
 
 from ..errors import XceptionError
-from . import evaluate, train, weights
+from . import bench, evaluate, train, weights
 
-SUBCOMMANDS = (train, evaluate, weights)
+SUBCOMMANDS = (train, evaluate, weights, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
