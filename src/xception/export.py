@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, WeightsError
+from .fast import optimize_for_inference
 from .files import atomic_write
 
 INPUT, OUTPUT = "images", "logits"
@@ -33,7 +34,8 @@ class Check:
 
 def export_onnx(model: nn.Module, path: str | Path, image_size: int = 299, opset: int = 17,
                 verify: bool = False, atol: float = 1e-4) -> tuple[Path, Check | None]:
-    """Write ``model`` (in eval mode) as an ONNX graph for ``image_size`` inputs, atomically.
+    """Write ``model`` (eval mode, BatchNorm folded) as an ONNX graph for ``image_size`` inputs,
+    atomically.
 
     With ``verify`` the graph is run with onnxruntime before it replaces ``path``; returns the
     path and the comparison with PyTorch (None when not verified).
@@ -44,7 +46,9 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int = 299, opset
     if image_size < cfg.min_input_size:
         raise ConfigError(f"image_size={image_size} is below the model's minimum "
                           f"{cfg.min_input_size}")
-    model = model.eval()
+    reference = model.eval()
+    # BatchNorm folded into the convs: a smaller, faster graph (checked against `reference`)
+    graph = optimize_for_inference(model, channels_last=False, kernels=False)
     example = torch.zeros(1, cfg.in_chans, image_size, image_size)
 
     def write(tmp: str) -> None:
@@ -53,11 +57,11 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int = 299, opset
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
-            torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(graph, (example,), tmp, dynamo=False, opset_version=opset,
                               input_names=[INPUT], output_names=[OUTPUT],
                               dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
         if verify:
-            checks.append(verify_onnx(model, tmp, image_size, atol=atol))
+            checks.append(verify_onnx(reference, tmp, image_size, atol=atol))
 
     checks: list[Check] = []
     out = atomic_write(path, write)

@@ -60,7 +60,7 @@ def static_padding(kernel: int, stride: int, dilation: int, mode: str) -> int | 
     return None
 
 
-def _pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int, value: float) -> torch.Tensor:
+def pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int, value: float) -> torch.Tensor:
     # int(): a traced export (ONNX) bakes the padding for its input size in as constants, instead
     # of recording the floor divisions, which the exporter would turn into truncating ones
     top, bottom = same_padding(int(x.shape[-2]), kernel, stride, dilation)
@@ -95,7 +95,7 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
-            x = _pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0], 0.0)
+            x = pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0], 0.0)
         return super().forward(x)
 
 
@@ -114,7 +114,7 @@ class MaxPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed is not None:
             return F.max_pool2d(x, self.kernel_size, self.stride, self.fixed)
-        x = _pad_same(x, self.kernel_size, self.stride, 1, float("-inf"))
+        x = pad_same(x, self.kernel_size, self.stride, 1, float("-inf"))
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:

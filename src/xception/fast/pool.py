@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MaxPool2d, same_padding
+from ..layers import MaxPool2d, pad_same, same_padding
 
 
 def ceil_mode_padding(size: int, kernel: int, stride: int) -> int | None:
@@ -37,13 +37,11 @@ class SameMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
-        ph = ceil_mode_padding(x.shape[-2], k, s)
-        pw = ceil_mode_padding(x.shape[-1], k, s)
+        # int(): an ONNX trace bakes the sizes in as constants (see layers.pad_same)
+        ph = ceil_mode_padding(int(x.shape[-2]), k, s)
+        pw = ceil_mode_padding(int(x.shape[-1]), k, s)
         if ph is None or pw is None:
-            top, bottom = same_padding(x.shape[-2], k, s)
-            left, right = same_padding(x.shape[-1], k, s)
-            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-            return F.max_pool2d(x, k, s)
+            return F.max_pool2d(pad_same(x, k, s, 1, float("-inf")), k, s)
         return F.max_pool2d(x, k, s, padding=(ph, pw), ceil_mode=True)
 
     def extra_repr(self) -> str:
