@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
-
 from conftest import run_cli
+
 from xception.config import RunConfig, apply_overrides
 from xception.errors import ConfigError
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import huge_png_header, save_png, write_broken_files, write_manifest
+
 from xception.config import RunConfig, apply_overrides
 from xception.data import (
     EvalBatches,
@@ -144,7 +144,8 @@ def test_cifar_from_a_fake_tree(tmp_path):
     xv, yv, _ = drain(val)
     assert yv.tolist() == [1, 2, 3] and xv.shape == (3, 3, 32, 32)
     # evaluation keeps the whole 32 px image: the first pixel maps back exactly
-    raw = pickle.load(open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb"))[b"data"]
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        raw = pickle.load(f)[b"data"]
     assert torch.allclose((xv[0, 0, 0, 0] + 1) / 2 * 255, torch.tensor(float(raw[0, 0])), atol=1e-3)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, cli_env, run_cli
 from safetensors.torch import load_file
 
-from conftest import TINY_RUN, cli_env, run_cli
 from xception.checkpoint import CHECKPOINT
 from xception.config import RunConfig, apply_overrides
 from xception.train import fit

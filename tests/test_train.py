@@ -6,13 +6,15 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_RUN, run_cli, save_png, write_broken_files, write_manifest
 from safetensors import safe_open
 
 import xception.engine as engine
-from conftest import TINY_RUN, run_cli, save_png, write_broken_files, write_manifest
 from xception.checkpoint import CHECKPOINT
 from xception.config import RunConfig, apply_overrides
 from xception.errors import DataError, TrainingError
+from xception.inference import load_for_inference, predict_files
+from xception.preprocess import Preprocess, load_image
 from xception.train import fit
 
 SMALL = [*TINY_RUN, "data.train_subset=96", "data.val_subset=40", "train.batch_size=16"]
@@ -84,7 +86,7 @@ def test_multi_label_manifest_training_reports_map(tmp_path):
         save_png(root / f"{i}.png", i, size=18)
         rows.append((f"{i}.png", sorted({"abcd"[i % 4], "abcd"[(i // 4) % 4]})))
     write_manifest(root, "train", rows, "jsonl")
-    write_manifest(root, "val", rows[:10], "csv" if False else "jsonl")
+    write_manifest(root, "val", rows[:10], "csv")
     out = tmp_path / "run"
     res = fit(apply_overrides(RunConfig(), [*TINY_RUN, "data.name=manifest", f"data.root={root}",
                                             "data.class_weights=frequency", "train.batch_size=8",
@@ -95,6 +97,17 @@ def test_multi_label_manifest_training_reports_map(tmp_path):
         assert 0.0 <= f[key] <= 1.0, key
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
         assert json.loads(fh.metadata()["multi_label"]) is True
+    # predict gives independent per-class probabilities (sigmoid), not a softmax over classes
+    model, meta, device = load_for_inference(out, "cpu")
+    (_, top), = predict_files(model, meta, [str(root / "0.png")], top_k=4, device=device)
+    logits = model(load_image(root / "0.png", Preprocess(**meta["preprocess"]))[None])
+    assert [p for _, p in top] == pytest.approx(sorted(logits.sigmoid()[0].tolist(), reverse=True))
+
+
+@pytest.mark.slow
+def test_compiled_training_runs():  # ~2 minutes of compilation on 2 CPU cores
+    res = fit(tiny("train.epochs=1", "train.compile=true"), None, log=lambda _: None)
+    assert res.final["val_count"] == 40
 
 
 def test_broken_images_are_counted_and_too_many_abort(image_folder, tmp_path):

@@ -63,6 +63,8 @@ def setup(device_name: str = "auto", backend: str = "auto") -> DistContext:
         return DistContext(device=resolve_device(device_name))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local)
+    if device.type == "cuda":  # one GPU per process: the local rank's, whatever index was named
+        device = torch.device("cuda", local % torch.cuda.device_count())
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

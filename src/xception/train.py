@@ -269,6 +269,7 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
             train_s = time.perf_counter() - t0
             row = _epoch_row(cfg, eng, val_loader, info, state, epoch, train_s,
                              state.seen - images0)
+            row["epoch_seconds"] = time.perf_counter() - t0  # training + evaluation
             for split in ("train", "val"):
                 _check_bad(row[f"{split}_bad"], row[f"{split}_bad"] + row[f"{split}_count"],
                            cfg.data.max_bad_fraction, True)
