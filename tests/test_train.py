@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_RUN, run_cli, save_png, write_broken_files, write_manifest
+from conftest import TINY_RUN, save_png, write_broken_files, write_manifest
 from safetensors import safe_open
 
 import xception.engine as engine
 from xception.checkpoint import CHECKPOINT
+from xception.cli.main import main
 from xception.config import RunConfig, apply_overrides
 from xception.errors import DataError, TrainingError
 from xception.inference import load_for_inference, predict_files
@@ -24,7 +25,7 @@ def tiny(*sets: str) -> RunConfig:
     return apply_overrides(RunConfig(), [*SMALL, *sets])
 
 
-def test_fit_writes_the_run_folder(tmp_path):
+def test_fit_writes_the_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     lines: list[str] = []
     res = fit(tiny("train.epochs=2"), out, log=lines.append)
@@ -45,8 +46,8 @@ def test_fit_writes_the_run_folder(tmp_path):
     with pytest.raises(Exception, match="already holds files"):
         fit(tiny(), out, log=lines.append)
     # the saved weights evaluate to what training reported
-    proc = run_cli("eval", str(out), "--device", "cpu", check=True)
-    assert f"top-1 {100 * res.final['val_top1']:.2f}%" in proc.stdout
+    assert main(["eval", str(out), "--device", "cpu"]) == 0
+    assert f"top-1 {100 * res.final['val_top1']:.2f}%" in capsys.readouterr().out
 
 
 def test_max_steps_budget_and_accumulation(tmp_path):

@@ -2,25 +2,24 @@
 
 No argument parsing here: the CLI builds a ``RunConfig`` and calls ``fit``; tests and experiments
 call the same function. The pieces live next door: ``engine`` (one step, evaluation),
-``optimizers`` (LR rules), ``checkpoint`` (save/resume/signals), ``distributed``, ``runlog``.
+``optimizers`` (LR rules), ``checkpoint`` (files, RNG, signals), ``runstate`` (what a resume
+restores), ``distributed`` (torchrun), ``runlog`` (logs, metrics files, TensorBoard).
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import StopFlag, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import StopFlag, load_checkpoint
 from .config import RunConfig, validate
 from .data import DatasetInfo, EvalBatches, TrainBatches, build_datasets, make_loader
 from .distributed import (
@@ -29,7 +28,6 @@ from .distributed import (
     any_rank,
     barrier,
     broadcast_buffers,
-    gather_tensors,
     resolve_device,
     setup,
     teardown,
@@ -40,16 +38,11 @@ from .files import atomic_write_text
 from .optimizers import build_optimizer, build_scheduler, scaled_lr
 from .registry import build_model, model_config
 from .runlog import RunLog, check_tensorboard, peak_memory_mb
+from .runstate import Progress, restore_run, save_run
 from .weights import save_weights
 
 __all__ = ["FitResult", "build_optimizer", "build_scheduler", "evaluate", "fit", "make_loader",
            "resolve_device", "seed_everything", "train_step"]
-
-# settings that may change on --resume without breaking exactness
-RESUME_SAFE = {"train.epochs", "train.max_steps", "train.progress", "train.log_every",
-               "train.tensorboard", "train.checkpoint_every", "train.device", "data.num_workers",
-               "data.prefetch_factor", "data.root", "data.download", "train.max_nonfinite",
-               "data.max_bad_fraction"}
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -75,29 +68,6 @@ class FitResult:
         return self.history[-1] if self.history else {}
 
 
-@dataclass
-class Progress:
-    """Where the run stands; saved in checkpoints (the epoch sums are over all processes)."""
-
-    epoch: int = 1                    # the epoch in progress
-    step_in_epoch: int = 0            # optimizer steps done in it
-    global_step: int = 0
-    nonfinite_streak: int = 0
-    loss_sum: float = 0.0             # this epoch's training sums
-    correct: float = 0.0
-    seen: float = 0.0
-    bad: float = 0.0
-    skipped: float = 0.0
-
-    def sums(self) -> list[float]:
-        return [self.loss_sum, self.correct, self.seen, self.bad, self.skipped]
-
-    def new_epoch(self) -> None:
-        self.epoch += 1
-        self.step_in_epoch = 0
-        self.loss_sum = self.correct = self.seen = self.bad = self.skipped = 0.0
-
-
 def prepare_out_dir(out_dir: Path, create: bool = True) -> None:
     """A run folder must be new (or empty): results of two runs are never mixed."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -105,10 +75,6 @@ def prepare_out_dir(out_dir: Path, create: bool = True) -> None:
                           "(or --resume it)")
     if create:
         out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _flat(d: dict) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()}
 
 
 def fit(cfg: RunConfig, out_dir: str | Path | None = None,
@@ -181,7 +147,7 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
     ema = make_ema(raw, tc.ema_decay) if tc.ema else None
     state, history = Progress(), []
     if ckpt is not None:
-        state, history = _restore(ckpt, cfg, ctx, raw, opt, sched, scaler, ema, say)
+        state, history = restore_run(ckpt, cfg, ctx, raw, opt, sched, scaler, ema, say)
     ddp = None
     if ctx.enabled:
         ddp = DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda"
@@ -212,7 +178,7 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
             rl(f"warning: step {state.global_step}: losses or weights are not finite; keeping "
                "the last good checkpoint")
             return
-        _save(out_dir, cfg, ctx, eng, state, history)
+        save_run(out_dir, cfg, ctx, eng, state, history)
 
     with StopFlag() as stop:
         for epoch in range(state.epoch, tc.epochs + 1):
@@ -327,60 +293,6 @@ def _epoch_row(cfg: RunConfig, eng: Engine, val_loader, info: DatasetInfo, state
                   "train_count": int(seen), "train_bad": int(bad), "val_count": val["count"],
                   "val_bad": val["bad"],
                   "skipped_steps": int(skipped)}
-
-
-def _save(out_dir: Path, cfg: RunConfig, ctx: DistContext, eng: Engine, state: Progress,
-          history: list[dict]) -> None:
-    """Every process takes part (sums and RNG states are gathered); rank 0 writes."""
-    sums = all_sum(ctx, state.sums())
-    rng = rng_state(eng.device)
-    torch_states = gather_tensors(ctx, rng["torch"])
-    cuda_states = gather_tensors(ctx, rng["cuda"]) if "cuda" in rng else None
-    if ctx.is_main:
-        progress = asdict(state) | dict(zip(["loss_sum", "correct", "seen", "bad", "skipped"],
-                                            sums, strict=True))
-        save_checkpoint(out_dir, {
-            "config": cfg.to_json(), "world_size": ctx.world_size, "progress": progress,
-            "history": history, "model": eng.raw.state_dict(),
-            "optimizer": eng.opt.state_dict(), "scheduler": eng.sched.state_dict(),
-            "scaler": eng.scaler.state_dict() if eng.scaler is not None else None,
-            "ema": eng.ema.state_dict() if eng.ema is not None else None,
-            "rng": {"torch": torch_states, "cuda": cuda_states, "numpy": rng["numpy"],
-                    "python": rng["python"]}})
-    barrier(ctx)
-
-
-def _restore(ckpt: dict, cfg: RunConfig, ctx: DistContext, raw: nn.Module, opt, sched, scaler,
-             ema, say: Callable[[str], None]) -> tuple[Progress, list[dict]]:
-    old = _flat(RunConfig.from_dict(json.loads(ckpt["config"])).to_dict())
-    new = _flat(cfg.to_dict())
-    changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUME_SAFE)
-    if changed:
-        say(f"warning: resuming with changed settings {changed}; the result will differ from an "
-            "uninterrupted run")
-    raw.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None:
-        if ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        else:
-            say("warning: the checkpoint has no EMA weights; the average restarts here")
-    state = Progress(**ckpt["progress"])
-    if not ctx.is_main:  # the saved sums are over all processes: count them once
-        state.loss_sum = state.correct = state.seen = state.bad = state.skipped = 0.0
-    rng = ckpt["rng"]
-    if ckpt["world_size"] == ctx.world_size:
-        mine = {"torch": rng["torch"][ctx.rank], "numpy": rng["numpy"], "python": rng["python"]}
-        if rng.get("cuda") is not None:
-            mine["cuda"] = rng["cuda"][ctx.rank]
-        set_rng_state(mine, ctx.device)
-    else:
-        say(f"warning: the checkpoint was written by {ckpt['world_size']} process(es), this run "
-            f"has {ctx.world_size}; random streams restart (data order is unaffected)")
-    return state, list(ckpt["history"])
 
 
 def _save_weights(out_dir: Path, cfg: RunConfig, info: DatasetInfo, raw: nn.Module, ema,
