@@ -57,12 +57,19 @@ class RunLog:
         self.bar: tqdm | None = None
         self._t0 = time.perf_counter()
         self._seen = 0
+        self._bad_shown = 0
 
     def __call__(self, message: str) -> None:
         if self.bar is not None:
             self.bar.write(message)
         else:
             self._log(message)
+
+    def bad_images(self, bad: list[tuple[str, str]], limit: int = 10) -> None:
+        """Name the first ``limit`` unreadable images of the run (the rest are only counted)."""
+        for path, why in bad[:max(0, limit - self._bad_shown)]:
+            self(f"warning: skipped unreadable image {path} ({why})")
+        self._bad_shown += len(bad)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         self._t0, self._seen = time.perf_counter(), 0

@@ -32,7 +32,7 @@ from .distributed import (
     setup,
     teardown,
 )
-from .engine import Engine, autocast_dtype, evaluate, make_ema, train_step
+from .engine import Engine, StepResult, autocast_dtype, evaluate, make_ema, train_step
 from .errors import ConfigError, DataError, TrainingError
 from .files import atomic_write_text
 from .optimizers import build_optimizer, build_scheduler, scaled_lr
@@ -167,7 +167,6 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
        f"{device}, {str(dtype).replace('torch.', '') if dtype else 'fp32'}"
        + (f", resuming at epoch {state.epoch} step {state.step_in_epoch}" if ckpt else ""))
     result = FitResult(raw, info, history, out_dir, ema_model=ema.module if ema else None)
-    shown_bad = 0
     start = time.perf_counter()
 
     def checkpoint() -> None:
@@ -195,26 +194,8 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
                 res = train_step(eng, micros, sampler.step_size(t), stop.is_set, info.multi_label,
                                  info.num_classes)
                 state.step_in_epoch, state.global_step = t + 1, state.global_step + 1
-                state.loss_sum += res.loss_sum if not res.skipped else 0.0
-                state.correct += res.correct if not res.skipped else 0
-                state.seen += res.seen if not res.skipped else 0
-                state.bad += len(res.bad)
-                for path, why in res.bad[:max(0, 10 - shown_bad)]:
-                    rl(f"warning: skipped unreadable image {path} ({why})")
-                shown_bad += len(res.bad)
-                _check_bad(state.bad, state.seen + state.bad, cfg.data.max_bad_fraction, False)
-                if res.skipped:
-                    state.skipped += 1
-                    state.nonfinite_streak += 1
-                    rl(f"warning: step {state.global_step}: loss is not finite; update skipped "
-                       f"({state.nonfinite_streak} in a row)")
-                    if state.nonfinite_streak >= tc.max_nonfinite:
-                        raise TrainingError(
-                            f"{state.nonfinite_streak} non-finite losses in a row at step "
-                            f"{state.global_step}; stopping (the last good checkpoint is kept). "
-                            "Lower optimizer.lr or use train.precision=fp32/bf16.")
-                else:
-                    state.nonfinite_streak = 0
+                _record_step(state, res, rl, cfg)
+                if not res.skipped:
                     rl.step(epoch, t + 1, spe, state.global_step, res.seen * W,
                             res.loss_sum / max(res.seen, 1), opt.param_groups[0]["lr"])
                 if res.stop:
@@ -228,8 +209,8 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
             rl.end_epoch()
             if stopped:
                 checkpoint()
-                rl(f"stopped by signal {stop.signal} at epoch {epoch} step {state.step_in_epoch}"
-                   f"; resume with: xception train --resume {out_dir}")
+                rl(f"stopped by a signal at epoch {epoch} step {state.step_in_epoch}; resume "
+                   f"with: xception train --resume {out_dir}")
                 result.interrupted = True
                 break
             train_s = time.perf_counter() - t0
@@ -260,6 +241,29 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
     rl.close()
     barrier(ctx)
     return result
+
+
+def _record_step(state: Progress, res: StepResult, rl: RunLog, cfg: RunConfig) -> None:
+    """Add a step's sums to the epoch's; report skipped images and non-finite losses, and stop
+    when there are too many of either."""
+    if not res.skipped:
+        state.loss_sum += res.loss_sum
+        state.correct += res.correct
+        state.seen += res.seen
+    state.bad += len(res.bad)
+    rl.bad_images(res.bad)
+    _check_bad(state.bad, state.seen + state.bad, cfg.data.max_bad_fraction, False)
+    if not res.skipped:
+        state.nonfinite_streak = 0
+        return
+    state.skipped += 1
+    state.nonfinite_streak += 1
+    rl(f"warning: step {state.global_step}: loss is not finite; update skipped "
+       f"({state.nonfinite_streak} in a row)")
+    if state.nonfinite_streak >= cfg.train.max_nonfinite:
+        raise TrainingError(f"{state.nonfinite_streak} non-finite losses in a row at step "
+                            f"{state.global_step}; stopping (the last good checkpoint is kept). "
+                            "Lower optimizer.lr or use train.precision=fp32/bf16.")
 
 
 def _check_bad(bad: float, total: float, limit: float, final: bool) -> None:
