@@ -141,6 +141,8 @@ def test_cifar_from_a_fake_tree(tmp_path):
     train, val, info = build_datasets(data_cfg("data.name=cifar10", f"data.root={tmp_path}"))
     assert len(train) == 20 and len(val) == 3 and info.num_classes == 10
     assert info.class_names[3] == "c3"
+    xt, _, _ = drain(train.select(range(6)))  # random-resized crop + flip on uint8 tensors
+    assert xt.shape == (6, 3, 32, 32) and xt.min() >= -1 and xt.max() <= 1
     xv, yv, _ = drain(val)
     assert yv.tolist() == [1, 2, 3] and xv.shape == (3, 3, 32, 32)
     # evaluation keeps the whole 32 px image: the first pixel maps back exactly

@@ -38,6 +38,9 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         if path.exists():
             os.replace(path, run_dir / PREVIOUS)
         os.replace(tmp, path)
