@@ -10,7 +10,7 @@ from conftest import TINY_RUN, save_png, write_broken_files, write_manifest
 from safetensors import safe_open
 
 import xception.engine as engine
-from xception.checkpoint import CHECKPOINT
+from xception.checkpoint import CHECKPOINT, PREVIOUS
 from xception.cli.main import main
 from xception.config import RunConfig, apply_overrides
 from xception.errors import DataError, TrainingError
@@ -39,6 +39,7 @@ def test_fit_writes_the_run_folder(tmp_path, capsys):
         assert (out / name).is_file(), name
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows == res.history
+    assert not (out / PREVIOUS).exists()  # a finished run keeps one checkpoint
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         meta = f.metadata()
     assert {"data_config", "class_names", "preprocess"} <= set(meta)
@@ -51,8 +52,9 @@ def test_fit_writes_the_run_folder(tmp_path, capsys):
 
 
 def test_max_steps_budget_and_accumulation(tmp_path):
-    res = fit(tiny("train.epochs=5", "train.max_steps=7", "train.accum_steps=2"), None,
-              log=lambda _: None)
+    res = fit(tiny("train.epochs=5", "train.max_steps=7", "train.accum_steps=2",
+                   "train.keep_checkpoint=false"), tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
     assert res.global_step == 7 and [h["steps"] for h in res.history] == [6, 7]
     assert res.final["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at the budget
 

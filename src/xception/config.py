@@ -85,6 +85,7 @@ class TrainSection:
     ema: bool = False             # Polyak (exponential moving) average of the weights
     ema_decay: float = 0.9999     # per optimizer step
     checkpoint_every: int = 0     # >0: also checkpoint every this many steps (else epoch ends)
+    keep_checkpoint: bool = True  # keep checkpoint.pt after a finished run (to extend it later)
     max_nonfinite: int = 5        # abort after this many non-finite losses in a row
     progress: bool = True         # tqdm on a terminal, log lines every log_every steps otherwise
     log_every: int = 100

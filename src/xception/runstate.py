@@ -22,9 +22,9 @@ from .engine import Engine
 
 # settings that may change on --resume without breaking exactness
 RESUME_SAFE = {"train.epochs", "train.max_steps", "train.progress", "train.log_every",
-               "train.tensorboard", "train.checkpoint_every", "train.device", "data.num_workers",
-               "data.prefetch_factor", "data.root", "data.download", "train.max_nonfinite",
-               "data.max_bad_fraction"}
+               "train.tensorboard", "train.checkpoint_every", "train.keep_checkpoint",
+               "train.device", "train.max_nonfinite", "data.num_workers", "data.prefetch_factor",
+               "data.root", "data.download", "data.max_bad_fraction"}
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import StopFlag, load_checkpoint
+from .checkpoint import CHECKPOINT, PREVIOUS, StopFlag, load_checkpoint
 from .config import RunConfig, validate
 from .data import DatasetInfo, EvalBatches, TrainBatches, build_datasets, make_loader
 from .distributed import (
@@ -238,6 +238,10 @@ def _fit(cfg: RunConfig, ctx: DistContext, out_dir: Path | None, log: Callable[[
         rl.write_metrics(history, curves=True)
         if not result.interrupted:
             _save_weights(out_dir, cfg, info, raw, ema, history[-1])
+            # finished: the newest checkpoint is good, so the fallback goes (and it, if asked)
+            (out_dir / PREVIOUS).unlink(missing_ok=True)
+            if not tc.keep_checkpoint:
+                (out_dir / CHECKPOINT).unlink(missing_ok=True)
     rl.close()
     barrier(ctx)
     return result
