@@ -121,6 +121,7 @@ def train_step(eng: Engine, micros: list[Batch], global_size: int, stop_requeste
     res = StepResult()
     losses, hits = [], []
     scale = eng.ctx.world_size / global_size
+    zeroed = False
     for a, batch in enumerate(micros):
         res.bad += batch.bad
         real = batch.x is not None
@@ -136,19 +137,23 @@ def train_step(eng: Engine, micros: list[Batch], global_size: int, stop_requeste
                 logits = eng.model(x)
             loss = loss_sum(logits, y, eng.label_smoothing)
             step_loss = loss * (scale if real else 0.0)
+            if not zeroed:  # here, after the forward: backward reuses the old gradients' memory
+                eng.opt.zero_grad(set_to_none=True)
+                zeroed = True
             (eng.scaler.scale(step_loss) if eng.scaler is not None else step_loss).backward()
         if real:
             losses.append(loss.detach())
             top = logits.detach().argmax(1)
             hits.append(y.gather(1, top[:, None]).sum() if y.dim() == 2 else (top == y).sum())
             res.seen += len(y)
+    if not zeroed:  # no image was readable: nothing to apply
+        eng.opt.zero_grad(set_to_none=True)
     if losses:  # one host sync per step for the loss and the hits
         total, correct = torch.stack([torch.stack(losses).sum(),
                                       torch.stack(hits).sum().float()]).tolist()
         res.loss_sum, res.correct = total, int(correct)
     nonfinite, res.stop = any_rank(eng.ctx, [not math.isfinite(res.loss_sum), stop_requested])
     if nonfinite:
-        eng.opt.zero_grad(set_to_none=True)
         eng.sched.step()
         res.skipped = True
         return res
@@ -161,7 +166,6 @@ def train_step(eng: Engine, micros: list[Batch], global_size: int, stop_requeste
         eng.scaler.update()
     else:
         eng.opt.step()
-    eng.opt.zero_grad(set_to_none=True)
     eng.sched.step()
     if eng.ema is not None:
         eng.ema.update_parameters(eng.raw)
