@@ -49,7 +49,8 @@ def predict_files(model: nn.Module, meta: dict, paths: list[str], top_k: int = 5
     names = meta.get("class_names")
     batch = torch.stack([load_image(p, pre) for p in paths])
     device = device or next(model.parameters()).device
-    probs = model(batch.to(device)).softmax(dim=1).cpu()
+    logits = model(batch.to(device))
+    probs = (logits.sigmoid() if meta.get("multi_label") else logits.softmax(dim=1)).cpu()
     k = max(1, min(top_k, probs.shape[1]))
     values, indices = probs.topk(k, dim=1)
     label = (lambda i: names[i]) if names else str
