@@ -51,6 +51,7 @@ class XceptionConfig:
     order: str = "depthwise_first"            # or "pointwise_first" ("Extreme Inception")
     mid_activation: str | None = None         # None (paper's best), "elu" or "relu"
     mid_norm: bool = False                    # BatchNorm between the two ops (Inception style)
+    bottleneck_ratio: int = 1                 # inner convs of residual blocks: width / ratio
     # numerics that decide whether we compute the same function as Keras
     padding: str = "tf_same"                  # "tf_same" (Keras) or "symmetric" (timm/Cadene)
     bn_eps: float = 1e-3                      # Keras; timm's port uses 1e-5
@@ -76,6 +77,8 @@ class XceptionConfig:
             raise ConfigError("entry_channels needs at least one width")
         if not isinstance(self.middle_repeats, int) or self.middle_repeats < 0:
             raise ConfigError(f"middle_repeats must be an integer >= 0, got {self.middle_repeats!r}")
+        if not isinstance(self.bottleneck_ratio, int) or self.bottleneck_ratio < 1:
+            raise ConfigError(f"bottleneck_ratio must be an integer >= 1, got {self.bottleneck_ratio!r}")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
         if self.segments is not None:
@@ -121,14 +124,20 @@ class BlockSpec:
 
 def block_table(cfg: XceptionConfig) -> dict[str, list[BlockSpec]]:
     """The paper's Figure 5 as data: flow name -> its blocks (block1 is the stem)."""
-    entry = [BlockSpec(f"block{2 + i}", (w, w), downsample=True, residual=cfg.residual,
+
+    def squeeze(*widths: int) -> tuple[int, ...]:
+        # open question 3: residual blocks whose inner pointwise convs compress the channels
+        return (*(max(1, w // cfg.bottleneck_ratio) for w in widths[:-1]), widths[-1])
+
+    entry = [BlockSpec(f"block{2 + i}", squeeze(w, w), downsample=True, residual=cfg.residual,
                        relu_first=i > 0) for i, w in enumerate(cfg.entry_channels)]
     n = 2 + len(entry)
     m = cfg.middle_channels
-    middle = [BlockSpec(f"block{n + i}", (m, m, m), downsample=False, residual=cfg.residual)
+    middle = [BlockSpec(f"block{n + i}", squeeze(m, m, m), downsample=False, residual=cfg.residual)
               for i in range(cfg.middle_repeats)]
     n += cfg.middle_repeats
-    exit_ = [BlockSpec(f"block{n}", cfg.exit_channels, downsample=True, residual=cfg.residual),
+    exit_ = [BlockSpec(f"block{n}", squeeze(*cfg.exit_channels), downsample=True,
+                       residual=cfg.residual),
              BlockSpec(f"block{n + 1}", cfg.final_channels, downsample=False, residual=False,
                        relu_first=False, relu_last=True)]
     return {"entry_flow": entry, "middle_flow": middle, "exit_flow": exit_}

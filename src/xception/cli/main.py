@@ -7,9 +7,9 @@ import os
 import sys
 
 from ..errors import XceptionError
-from . import evaluate, train
+from . import evaluate, experiment, train
 
-SUBCOMMANDS = (train, evaluate)
+SUBCOMMANDS = (train, evaluate, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:
