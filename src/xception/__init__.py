@@ -12,6 +12,7 @@ from .errors import (
     WeightsNotFoundError,
     XceptionError,
 )
+from .fast import fuse_model, optimize_for_inference
 from .layers import SpectrumConv
 from .model import BlockSpec, Xception, XceptionConfig, block_table
 from .registry import create_model, list_models, model_config
@@ -22,6 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BlockSpec", "ConfigError", "DataError", "InceptionConfig", "InceptionV3", "InputError",
     "SpectrumConv", "WeightsError", "WeightsNotFoundError", "Xception", "XceptionConfig",
-    "XceptionError", "block_table", "create_model", "list_models", "load_model", "load_weights",
-    "model_config", "save_weights",
+    "XceptionError", "block_table", "create_model", "fuse_model", "list_models", "load_model",
+    "load_weights", "model_config", "optimize_for_inference", "save_weights",
 ]

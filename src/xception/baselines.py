@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
-from .layers import ClassifierHead, check_images
+from .layers import ClassifierHead, HeadMixin, check_images
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class InceptionConfig:
         return asdict(self)
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(HeadMixin, nn.Module):
     """Inception V3 body (torchvision, ``aux_logits=False``) + our ``ClassifierHead``."""
 
     def __init__(self, cfg: InceptionConfig | None = None) -> None:
@@ -48,23 +48,7 @@ class InceptionV3(nn.Module):
         self.num_features = net.fc.in_features
         self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.fc_layers, cfg.dropout)
 
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.config.in_chans, self.config.min_input_size)
         return self.body(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
-        self.config = replace(self.config, num_classes=num_classes)

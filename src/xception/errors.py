@@ -25,3 +25,7 @@ class WeightsNotFoundError(XceptionError, FileNotFoundError):
 
 class DataError(XceptionError, ValueError):
     """A dataset or image that cannot be read."""
+
+
+class TrainingError(XceptionError, RuntimeError):
+    """Training that cannot go on (losses that stay non-finite); the last good checkpoint is kept."""

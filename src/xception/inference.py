@@ -11,16 +11,20 @@ from torch import nn
 from .config import RunConfig
 from .data import build_datasets
 from .errors import WeightsError
+from .fast import optimize_for_inference
 from .preprocess import Preprocess, load_image
 from .train import evaluate, make_loader, resolve_device
 from .weights import load_model
 
 
-def load_for_inference(path: str | Path, device: str = "auto") -> tuple[nn.Module, dict, torch.device]:
-    """The saved model in eval mode on ``device``, with its metadata."""
+def load_for_inference(path: str | Path, device: str = "auto",
+                       optimize: bool = True) -> tuple[nn.Module, dict, torch.device]:
+    """The saved model on ``device``, ready for inference (BatchNorm folded, channels_last: see
+    ``optimize_for_inference``; ``optimize=False``: the plain eval-mode model), with its metadata."""
     dev = resolve_device(device)
     model, meta = load_model(path)
-    return model.to(dev).eval(), meta, dev
+    model = model.to(dev).eval()
+    return (optimize_for_inference(model) if optimize else model), meta, dev
 
 
 def evaluate_saved(path: str | Path, batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
@@ -45,7 +49,8 @@ def predict_files(model: nn.Module, meta: dict, paths: list[str], top_k: int = 5
     names = meta.get("class_names")
     batch = torch.stack([load_image(p, pre) for p in paths])
     device = device or next(model.parameters()).device
-    probs = model(batch.to(device)).softmax(dim=1).cpu()
+    logits = model(batch.to(device))
+    probs = (logits.sigmoid() if meta.get("multi_label") else logits.softmax(dim=1)).cpu()
     k = max(1, min(top_k, probs.shape[1]))
     values, indices = probs.topk(k, dim=1)
     label = (lambda i: names[i]) if names else str

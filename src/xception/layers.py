@@ -6,6 +6,7 @@ flows or training.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
@@ -59,9 +60,11 @@ def static_padding(kernel: int, stride: int, dilation: int, mode: str) -> int | 
     return None
 
 
-def _pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int, value: float) -> torch.Tensor:
-    top, bottom = same_padding(x.shape[-2], kernel, stride, dilation)
-    left, right = same_padding(x.shape[-1], kernel, stride, dilation)
+def pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int, value: float) -> torch.Tensor:
+    # int(): a traced export (ONNX) bakes the padding for its input size in as constants, instead
+    # of recording the floor divisions, which the exporter would turn into truncating ones
+    top, bottom = same_padding(int(x.shape[-2]), kernel, stride, dilation)
+    left, right = same_padding(int(x.shape[-1]), kernel, stride, dilation)
     if top or bottom or left or right:
         x = F.pad(x, (left, right, top, bottom), value=value)
     return x
@@ -84,9 +87,15 @@ class Conv2d(nn.Conv2d):
         self.pad_mode = padding
         self.dynamic_pad = fixed is None
 
+    def set_padding(self, mode: str) -> None:
+        """Switch the padding rule in place (weights untouched), e.g. for weights ported from timm."""
+        fixed = static_padding(self.kernel_size[0], self.stride[0], self.dilation[0], mode)
+        self.padding = (0, 0) if fixed is None else (fixed, fixed)
+        self.pad_mode, self.dynamic_pad = mode, fixed is None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
-            x = _pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0], 0.0)
+            x = pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0], 0.0)
         return super().forward(x)
 
 
@@ -98,10 +107,14 @@ class MaxPool2d(nn.Module):
         self.kernel_size, self.stride, self.pad_mode = kernel_size, stride, padding
         self.fixed = static_padding(kernel_size, stride, 1, padding)
 
+    def set_padding(self, mode: str) -> None:
+        self.fixed = static_padding(self.kernel_size, self.stride, 1, mode)
+        self.pad_mode = mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed is not None:
             return F.max_pool2d(x, self.kernel_size, self.stride, self.fixed)
-        x = _pad_same(x, self.kernel_size, self.stride, 1, float("-inf"))
+        x = pad_same(x, self.kernel_size, self.stride, 1, float("-inf"))
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
@@ -208,3 +221,30 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc(torch.flatten(self.pool(x), 1))
         return x if pre_logits else self.classifier(self.drop(x))
+
+
+class HeadMixin:
+    """The timm model API shared by Xception and the Inception V3 baseline.
+
+    A model provides ``forward_features``, a ``head`` (``ClassifierHead``) and a frozen dataclass
+    ``config`` with a ``num_classes`` field; this adds the rest.
+    """
+
+    head: ClassifierHead
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+        self.config = dataclasses.replace(self.config, num_classes=num_classes)

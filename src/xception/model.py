@@ -2,7 +2,10 @@
 
 Read ``block_table`` next to the paper's figure: entry flow (stem + blocks 2-4), middle flow
 (block 5-12: eight identical residual blocks), exit flow (block 13 with a residual, block 14 without).
-Every switch of the paper's ablations and open questions is a field of ``XceptionConfig``.
+Every switch of the paper's ablations and open questions is a field of ``XceptionConfig``; so are
+DeepLab's "aligned" changes (three separable convs per entry block, stride-2 separable convs instead
+of max-pools, BN inside the separable convs, dilation for an output stride of 8 or 16), whose named
+configs live in ``aligned.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch import nn
 
+from .checkpointing import checkpointed
 from .errors import ConfigError
 from .layers import (
     ACTIVATIONS,
@@ -20,12 +24,15 @@ from .layers import (
     PADDINGS,
     ClassifierHead,
     Conv2d,
+    HeadMixin,
     MaxPool2d,
     SpectrumConv,
     batch_norm,
     check_choice,
     check_images,
 )
+
+DOWNSAMPLES: tuple[str, ...] = ("max_pool", "strided_conv")
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,15 @@ class XceptionConfig:
     # middle flow: `middle_repeats` blocks of three separable convs
     middle_channels: int = 728
     middle_repeats: int = 8
-    # exit flow: one downsampling residual block, then two separable convs without residual
-    exit_channels: tuple[int, int] = (728, 1024)
-    final_channels: tuple[int, int] = (1536, 2048)
+    # exit flow: one downsampling residual block, then separable convs without residual
+    exit_channels: tuple[int, ...] = (728, 1024)
+    final_channels: tuple[int, ...] = (1536, 2048)
+    # how blocks downsample; the aligned variants (DeepLab) change these
+    entry_convs: int = 2                      # separable convs per entry-flow block (3 when aligned)
+    entry_strides: tuple[int, ...] = ()       # stride of each entry block; () = 2 for every one
+    downsample: str = "max_pool"              # or "strided_conv": the last separable conv has stride 2
+    final_mid_relu: bool = False              # ReLU inside the last block's separable convs (aligned)
+    output_stride: int = 32                   # 16 or 8: later strides turn into dilation (dense tasks)
     # the paper's ablations and the spectrum, applied to every separable conv
     residual: bool = True
     segments: int | None = None               # None = depthwise (one segment per channel)
@@ -70,11 +83,21 @@ class XceptionConfig:
                   *self.exit_channels, *self.final_channels, self.in_chans)
         if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
             raise ConfigError(f"channel widths must be positive integers, got {widths}")
-        if len(self.stem_channels) != 2 or len(self.exit_channels) != 2 \
-                or len(self.final_channels) != 2:
-            raise ConfigError("stem_channels, exit_channels and final_channels take two widths each")
-        if not self.entry_channels:
-            raise ConfigError("entry_channels needs at least one width")
+        if len(self.stem_channels) != 2:
+            raise ConfigError(f"stem_channels takes two widths, got {self.stem_channels!r}")
+        if not self.entry_channels or not self.exit_channels or not self.final_channels:
+            raise ConfigError("entry_channels, exit_channels and final_channels need a width each")
+        check_choice("downsample", self.downsample, DOWNSAMPLES)
+        check_choice("output_stride", self.output_stride, (8, 16, 32))
+        if self.output_stride < 32 and self.downsample != "strided_conv":
+            raise ConfigError(f"output_stride={self.output_stride} needs downsample='strided_conv' "
+                              "(the aligned variants): a max-pool has no dilated form")
+        if not isinstance(self.entry_convs, int) or self.entry_convs < 1:
+            raise ConfigError(f"entry_convs must be a positive integer, got {self.entry_convs!r}")
+        if self.entry_strides and (len(self.entry_strides) != len(self.entry_channels)
+                                   or any(s not in (1, 2) for s in self.entry_strides)):
+            raise ConfigError(f"entry_strides={self.entry_strides!r} needs one stride (1 or 2) per "
+                              f"entry block ({len(self.entry_channels)}), or () for all 2")
         if not isinstance(self.middle_repeats, int) or self.middle_repeats < 0:
             raise ConfigError(f"middle_repeats must be an integer >= 0, got {self.middle_repeats!r}")
         if not isinstance(self.bottleneck_ratio, int) or self.bottleneck_ratio < 1:
@@ -106,7 +129,8 @@ class XceptionConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown Xception setting(s) {unknown}; valid: {sorted(known)}")
-        tuples = {"stem_channels", "entry_channels", "exit_channels", "final_channels", "fc_layers"}
+        tuples = {"stem_channels", "entry_channels", "exit_channels", "final_channels", "fc_layers",
+                  "entry_strides"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
 
@@ -116,30 +140,45 @@ class BlockSpec:
 
     name: str
     widths: tuple[int, ...]       # output channels of each separable conv
-    downsample: bool              # 3x3/2 max-pool at the end, 1x1/2 conv + BN shortcut
+    downsample: bool              # halve the resolution; the shortcut is a 1x1/2 conv + BN
     residual: bool                # add the shortcut (identity when the shape is kept)
     relu_first: bool = True       # block2 and block14 start without one (their input is fresh)
     relu_last: bool = False       # block14 ends with one
+    strided_conv: bool = False    # downsample by the last separable conv (aligned), not a max-pool
+    dilation: int = 1             # of every separable conv: > 1 past the output stride
+    mid_relu: bool = False        # ReLU between depthwise and pointwise (aligned final block)
 
 
 def block_table(cfg: XceptionConfig) -> dict[str, list[BlockSpec]]:
     """The paper's Figure 5 as data: flow name -> its blocks (block1 is the stem)."""
+    reduction, dilation = cfg.stem_stride, 1
+    strided_conv = cfg.downsample == "strided_conv"
 
-    def squeeze(*widths: int) -> tuple[int, ...]:
+    def block(name: str, widths: tuple[int, ...], stride: int, **kw) -> BlockSpec:
+        # aligned nets: past the output stride a block keeps its resolution, later ones dilate
+        nonlocal reduction, dilation
+        spec_dilation = dilation
+        if strided_conv and stride > 1 and reduction * stride > cfg.output_stride:
+            dilation, stride = dilation * stride, 1
+        reduction *= stride
+        kw.setdefault("residual", cfg.residual)
+        return BlockSpec(name, widths, downsample=stride > 1, dilation=spec_dilation,
+                         strided_conv=strided_conv, **kw)
+
+    def squeeze(widths: tuple[int, ...]) -> tuple[int, ...]:
         # open question 3: residual blocks whose inner pointwise convs compress the channels
         return (*(max(1, w // cfg.bottleneck_ratio) for w in widths[:-1]), widths[-1])
 
-    entry = [BlockSpec(f"block{2 + i}", squeeze(w, w), downsample=True, residual=cfg.residual,
-                       relu_first=i > 0) for i, w in enumerate(cfg.entry_channels)]
+    strides = cfg.entry_strides or (2,) * len(cfg.entry_channels)
+    entry = [block(f"block{2 + i}", squeeze((w,) * cfg.entry_convs), s, relu_first=i > 0)
+             for i, (w, s) in enumerate(zip(cfg.entry_channels, strides, strict=True))]
     n = 2 + len(entry)
     m = cfg.middle_channels
-    middle = [BlockSpec(f"block{n + i}", squeeze(m, m, m), downsample=False, residual=cfg.residual)
-              for i in range(cfg.middle_repeats)]
+    middle = [block(f"block{n + i}", squeeze((m, m, m)), 1) for i in range(cfg.middle_repeats)]
     n += cfg.middle_repeats
-    exit_ = [BlockSpec(f"block{n}", squeeze(*cfg.exit_channels), downsample=True,
-                       residual=cfg.residual),
-             BlockSpec(f"block{n + 1}", cfg.final_channels, downsample=False, residual=False,
-                       relu_first=False, relu_last=True)]
+    exit_ = [block(f"block{n}", squeeze(cfg.exit_channels), 2),
+             block(f"block{n + 1}", cfg.final_channels, 1, residual=False, relu_first=False,
+                   relu_last=True, mid_relu=cfg.final_mid_relu)]
     return {"entry_flow": entry, "middle_flow": middle, "exit_flow": exit_}
 
 
@@ -174,7 +213,10 @@ class Shortcut(nn.Module):
 
 
 class XceptionBlock(nn.Module):
-    """[ReLU] -> SepConv -> BN, once per width -> [MaxPool 3x3/2] -> [+ shortcut] -> [ReLU]."""
+    """[ReLU] -> SepConv -> BN, once per width -> [MaxPool 3x3/2] -> [+ shortcut] -> [ReLU].
+
+    Aligned blocks downsample with the last SepConv's stride instead of the max-pool.
+    """
 
     def __init__(self, spec: BlockSpec, in_channels: int, cfg: XceptionConfig) -> None:
         super().__init__()
@@ -183,17 +225,21 @@ class XceptionBlock(nn.Module):
         self.sepconvs = nn.ModuleList()
         self.bns = nn.ModuleList()
         c = in_channels
+        pool = spec.downsample and not spec.strided_conv
         for i, w in enumerate(spec.widths):
             # the block's input is also the residual: only later ReLUs may work in place
             relu = nn.ReLU(inplace=i > 0) if i > 0 or spec.relu_first else nn.Identity()
             self.acts.append(relu)
+            last_strided = spec.downsample and not pool and i == len(spec.widths) - 1
             self.sepconvs.append(SpectrumConv(
-                c, w, 3, segments=cfg.segments, order=cfg.order, mid_activation=cfg.mid_activation,
+                c, w, 3, stride=2 if last_strided else 1, dilation=spec.dilation,
+                segments=cfg.segments, order=cfg.order,
+                mid_activation="relu" if spec.mid_relu else cfg.mid_activation,
                 mid_norm=cfg.mid_norm, padding=cfg.padding, norm_eps=cfg.bn_eps,
                 norm_momentum=cfg.bn_momentum))
             self.bns.append(batch_norm(w, cfg.bn_eps, cfg.bn_momentum))
             c = w
-        self.pool = MaxPool2d(3, 2, cfg.padding) if spec.downsample else nn.Identity()
+        self.pool = MaxPool2d(3, 2, cfg.padding) if pool else nn.Identity()
         self.shortcut: nn.Module | None = None
         if spec.residual and (spec.downsample or in_channels != c):
             self.shortcut = Shortcut(in_channels, c, 2 if spec.downsample else 1, cfg)
@@ -211,7 +257,7 @@ class XceptionBlock(nn.Module):
         return self.act_out(y)
 
 
-class Xception(nn.Module):
+class Xception(HeadMixin, nn.Module):
     """Xception with the timm model API: forward_features / forward_head / reset_classifier."""
 
     def __init__(self, cfg: XceptionConfig | None = None) -> None:
@@ -230,6 +276,7 @@ class Xception(nn.Module):
             setattr(self, flow, nn.Sequential(blocks))
         self.num_features = c
         self.head = ClassifierHead(c, cfg.num_classes, cfg.fc_layers, cfg.dropout)
+        self.grad_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -241,9 +288,15 @@ class Xception(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them (timm's API):
+        training memory drops to about the block inputs, for roughly one more forward pass."""
+        self.grad_checkpointing = enable
+
+    def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpointed(block, x)
+        return block(x)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of the stem and of every block, in ``feature_info`` order (dense prediction)."""
@@ -251,22 +304,32 @@ class Xception(nn.Module):
         outs = [self.stem(x)]
         for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
             for block in flow:
-                outs.append(block(outs[-1]))
+                outs.append(self._run(block, outs[-1]))
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.config.in_chans, self.config.min_input_size)
-        return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
+        x = self.stem(x)
+        for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
+            for block in flow:
+                x = checkpointed(block, x)
+        return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def set_numerics(self, padding: str | None = None, stem_padding: str | None = None,
+                     bn_eps: float | None = None) -> None:
+        """Change the padding rules and BatchNorm epsilon in place; the weights stay as they are.
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
-        self.config = replace(self.config, num_classes=num_classes)
+        Ported weights compute the function they were trained as only with their source's numerics
+        (Keras: TF "same", eps 1e-3; timm's legacy port: symmetric, eps 1e-5): the loaders call this.
+        """
+        given = {"padding": padding, "stem_padding": stem_padding, "bn_eps": bn_eps}
+        cfg = replace(self.config, **{k: v for k, v in given.items() if v is not None})
+        for name, m in self.named_modules():
+            if isinstance(m, (Conv2d, MaxPool2d)):
+                m.set_padding(cfg.stem_padding if name.startswith("stem.") else cfg.padding)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.eps = cfg.bn_eps
+        self.config = cfg

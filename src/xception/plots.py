@@ -20,8 +20,15 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     ax1.plot(epochs, [h["val_loss"] for h in history], "s-", label="val")
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log")
     ax1.legend()
-    ax2.plot(epochs, [100 * h["val_top1"] for h in history], "s-", color="C1")
-    ax2.set(xlabel="epoch", ylabel="val top-1 (%)")
+    ax2.plot(epochs, [100 * h["val_top1"] for h in history], "s-", color="C1", label="val top-1")
+    if "ema_val_top1" in history[0]:  # Polyak-averaged weights, when the run keeps them
+        ax2.plot(epochs, [100 * h["ema_val_top1"] for h in history], "^-", color="C2",
+                 label="val top-1 (EMA)")
+    if "val_map100" in history[0]:    # multi-label runs
+        ax2.plot(epochs, [100 * h["val_map100"] for h in history], "d-", color="C3",
+                 label="val MAP@100")
+    ax2.set(xlabel="epoch", ylabel="val metric (%)")
+    ax2.legend()
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     if title:

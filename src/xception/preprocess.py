@@ -25,9 +25,26 @@ class Preprocess:
     in_chans: int
     # pixels in [0, max] -> [-1, 1]; this is Keras' `preprocess_input` for Xception
     mode: str = "minus_one_one"
+    # "bilinear": antialiased bilinear resize (torch). "keras": PIL nearest-neighbour resize, as
+    # `keras.utils.load_img(path, target_size=...)` does, so imported Keras weights see exactly
+    # the inputs the Keras documentation's example feeds them.
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise DataError(f"unknown interpolation {self.interpolation!r}; "
+                            f"known: {INTERPOLATIONS}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+INTERPOLATIONS = ("bilinear", "keras")
+
+
+def keras_imagenet(in_chans: int = 3) -> Preprocess:
+    """What Keras does for Xception: 299x299 RGB, nearest resize, pixels / 127.5 - 1."""
+    return Preprocess(image_size=299, in_chans=in_chans, interpolation="keras")
 
 
 def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
@@ -39,11 +56,15 @@ def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
         with Image.open(path) as im:
             im = im.convert("L" if pre.in_chans == 1 else "RGB")
             im.load()
+            if pre.interpolation == "keras":
+                im = im.resize((pre.image_size, pre.image_size), Image.Resampling.NEAREST)
     except FileNotFoundError:
         raise DataError(f"image {str(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {str(path)!r}: {e}") from None
-    x = v2.functional.pil_to_tensor(im).float().unsqueeze(0) / 255.0
-    x = F.interpolate(x, size=(pre.image_size, pre.image_size), mode="bilinear",
+    x = v2.functional.pil_to_tensor(im).float().unsqueeze(0)
+    if pre.interpolation == "keras":
+        return x[0] / 127.5 - 1  # Keras' preprocess_input, to the last bit
+    x = F.interpolate(x / 255.0, size=(pre.image_size, pre.image_size), mode="bilinear",
                       align_corners=False, antialias=True)
     return (x[0] * 2 - 1).clamp_(-1, 1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from .aligned import ALIGNED
 from .baselines import InceptionConfig, InceptionV3
 from .errors import ConfigError
 from .model import Xception, XceptionConfig
@@ -30,6 +31,7 @@ _CONFIGS: dict[str, Any] = {
     "xception": XCEPTION,
     "xception_small": XCEPTION_SMALL,
     "inception_v3": INCEPTION_V3,
+    **ALIGNED,  # DeepLab's aligned Xception 41/65/71, timm's names
 }
 _BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
     XceptionConfig: Xception,

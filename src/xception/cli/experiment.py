@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=NAMES)
     p.add_argument("--data", help="dataset (default: digits)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default: the experiment budget)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="epochs per run (default: the experiment budget)")
+    budget.add_argument("--steps", type=int, help="optimizer steps per run instead of epochs")
     p.add_argument("--match-params", action="store_true",
                    help="spectrum only: scale widths so every point has about the same parameters")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         sets.insert(0, f"data.name={args.data}")
     if args.epochs is not None:
         sets.insert(0, f"train.epochs={args.epochs}")
+    if args.steps is not None:  # epochs high enough never to end the run first
+        sets[:0] = [f"train.max_steps={args.steps}", f"train.epochs={max(args.steps, 1)}"]
     run_experiment(args.name, args.seeds, sets, args.out, args.match_params,
                    command="xception " + shlex.join(sys.argv[1:]))
     return 0

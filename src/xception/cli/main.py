@@ -7,9 +7,9 @@ import os
 import sys
 
 from ..errors import XceptionError
-from . import evaluate, experiment, train
+from . import bench, evaluate, experiment, train, weights
 
-SUBCOMMANDS = (train, evaluate, experiment)
+SUBCOMMANDS = (train, evaluate, weights, experiment, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,41 +1,88 @@
-"""``xception train``: build a RunConfig from defaults, a config file and flags, then fit."""
+"""``xception train``: a recipe, a config file, flags and ``--set``, validated, then ``fit``.
+
+The same command runs on one CPU or under ``torchrun`` on many GPUs and nodes; ``--resume RUN``
+continues an interrupted run exactly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
-from ..config import RunConfig, apply_overrides
+from ..config import RunConfig, apply_overrides, rename_aliases
+from ..recipes import get_recipe, list_recipes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (default: xception_small on digits, ~2 min)",
-                       description="Train a model and write a run folder: config.json, "
-                       "metrics.jsonl/.csv, curves.png and model.safetensors.")
-    p.add_argument("--config", metavar="FILE", help="a JSON run config (as written to config.json)")
+    p = sub.add_parser(
+        "train", help="train a model (default: xception_small on digits, ~2 min on a CPU)",
+        description="Train a model and write a run folder: config.json, metrics.jsonl/.csv, "
+        "curves.png, checkpoint.pt and model.safetensors. Under torchrun every process runs "
+        "this command; rank 0 writes the folder.")
+    p.add_argument("--recipe", default=None, choices=list_recipes(),
+                   help="named starting point (default: quick); see README 'Recipes'")
+    p.add_argument("--config", metavar="FILE",
+                   help="a JSON run config (as written to config.json; may be partial)")
     p.add_argument("--model", help="model name, e.g. xception_small, xception, inception_v3")
-    p.add_argument("--data", help="dataset name (default: digits)")
+    p.add_argument("--data", help="digits, cifar10, cifar100, an ImageFolder root (train/ + val/) "
+                   "or a multi-label manifest folder/file")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, help="global batch (all processes together)")
+    p.add_argument("--lr", type=float, help="peak learning rate (see optimizer.lr_reference_batch)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", help="auto, fp32, bf16 or fp16")
+    p.add_argument("--workers", type=int, help="data loader processes per training process")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set optim.weight_decay=1e-4 or "
+                   help="override any config field, e.g. --set optimizer.weight_decay=1e-4 or "
                    "--set model.residual=false (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<data>-<time>)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue the run in this folder from its checkpoint (its config.json, "
+                   "plus any flags given here)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or step lines")
     p.set_defaults(func=run)
 
 
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+            and k != "overrides" else v
+    return out
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults < --config file < named flags < --set, all validated before any work starts."""
-    cfg = RunConfig.load(args.config) if args.config else RunConfig()
-    flags = {"model.name": args.model, "data.name": args.data, "train.epochs": args.epochs,
-             "train.batch_size": args.batch_size, "optim.lr": args.lr, "train.seed": args.seed,
-             "train.device": args.device}
-    sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    """recipe (or the resumed run's config.json) < --config file < flags < --set, all validated
+    before any work starts."""
+    import json
+
+    from ..data import resolve_data_arg
+    from ..errors import ConfigError
+
+    if args.resume:
+        if args.recipe or args.config:
+            raise ConfigError("--resume continues a run with its own config.json; "
+                              "drop --recipe/--config (flags and --set still apply)")
+        cfg = RunConfig.load(Path(args.resume) / "config.json")
+    else:
+        cfg = get_recipe(args.recipe or "quick")
+        if args.config:
+            RunConfig.load(args.config)  # validates the file on its own first
+            raw = rename_aliases(json.loads(Path(args.config).read_text()))
+            cfg = RunConfig.from_dict(_merge(cfg.to_dict(), raw))
+    sets: list[str] = []
+    if args.data is not None:
+        sets += [f"data.{k}={v}" for k, v in resolve_data_arg(args.data).items()]
+    flags = {"model.name": args.model, "train.epochs": args.epochs,
+             "train.batch_size": args.batch_size, "optimizer.lr": args.lr, "train.seed": args.seed,
+             "train.device": args.device, "train.precision": args.precision,
+             "data.num_workers": args.workers, "train.compile": args.compile}
+    sets += [f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in flags.items()
+             if v is not None]
     if args.no_progress:
         sets.append("train.progress=false")
     return apply_overrides(cfg, sets + args.overrides)
@@ -47,11 +94,25 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     model_config(cfg.model.name, **cfg.model.overrides)  # reject bad model settings up front
-    out = Path(args.out) if args.out else \
-        Path("runs") / f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = fit(cfg, out)
-    final = result.final
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            from ..errors import ConfigError
+
+            raise ConfigError("--out and --resume name different folders; a resumed run "
+                              "writes into its own folder")
+        out = Path(args.resume)
+    else:
+        out = Path(args.out) if args.out else Path("runs") / \
+            f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = fit(cfg, out, resume=bool(args.resume))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"run folder: {out}")
+    if result.interrupted:
+        print(f"interrupted at step {result.global_step}; continue with: "
+              f"xception train --resume {out}")
+        return 0
+    final = result.final
     print(f"final val top-1: {100 * final['val_top1']:.2f}% (top-5 {100 * final['val_top5']:.2f}%,"
           f" {final['epoch']} epochs, {result.seconds:.0f} s)")
     return 0

@@ -51,12 +51,14 @@ def run(name: str, seeds: int = 3, overrides: list[str] = (), out_dir: str | Pat
     atomic_write_text(out / "results.csv", to_csv(rows))
     plot_curves(records, out / "curves.png", exp.name)
     plot_summary(rows, out / "summary.png", exp.name)
+    tc = base.train
+    length = f"{tc.max_steps} steps" if tc.max_steps else f"{tc.epochs} epochs"
     setup = [
         f"command: `{command or f'xception experiment {name} --seeds {seeds}'}`",
         f"data: {base.data.name}, {base.data.image_size} px, training subset "
         f"{base.data.train_subset or 'all'} images, fixed validation split",
-        f"budget: {base.train.epochs} epochs, batch {base.train.batch_size}, {base.optim.name} "
-        f"lr {base.optim.lr}, {base.schedule.name} schedule, same for every variant",
+        f"budget: {length}, batch {base.train.batch_size}, {base.optimizer.name} "
+        f"lr {base.optimizer.lr}, {base.schedule.name} schedule, same for every variant",
         f"model: {base.model.name} with {base.model.overrides}",
         f"seeds: {', '.join(map(str, range(seeds)))} (initialisation, data order, augmentation)",
         f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, "

@@ -1,5 +1,11 @@
-"""Weights in and out: the project's safetensors format (config in metadata)."""
+"""Weights in and out: the project's safetensors, Keras and timm/Cadene imports, conversion.
 
-from .io import load_model, load_weights, read_metadata, resolve_weights_path, save_weights
+``load_weights``/``load_model`` accept every supported format (detected from the file's bytes);
+``save_weights`` writes the project's safetensors with the model config in its metadata.
+"""
 
-__all__ = ["load_model", "load_weights", "read_metadata", "resolve_weights_path", "save_weights"]
+from .io import read_metadata, resolve_weights_path, save_weights
+from .load import Source, convert, import_weights, load_model, load_weights, read_source
+
+__all__ = ["Source", "convert", "import_weights", "load_model", "load_weights", "read_metadata",
+           "read_source", "resolve_weights_path", "save_weights"]

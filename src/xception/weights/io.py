@@ -83,6 +83,13 @@ def _read_tensors(p: Path) -> dict[str, torch.Tensor]:
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
     """Copy ``state`` into ``model`` after checking every key and shape, naming the first misfit."""
+    check_state(model, state, source)
+    model.load_state_dict(state)
+    return model
+
+
+def check_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a WeightsError naming the first key or shape of ``state`` that does not fit."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -94,8 +101,6 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
         if state[k].shape != v.shape:
             raise WeightsError(f"{source}: layer {k!r} has shape {tuple(state[k].shape)} in the "
                                f"file but {tuple(v.shape)} in the model")
-    model.load_state_dict(state)
-    return model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -1,0 +1,82 @@
+"""``xception convert`` and ``xception export``: move weights between formats."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..weights.download import KERAS_IMAGENET
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="any supported weights file -> this project's safetensors",
+        description="Convert Keras (.h5, .weights.h5, .keras), timm/Cadene (.pth, .bin, "
+        ".safetensors) or project weights to the project's safetensors, with the model config, "
+        "ImageNet class names and preprocessing in its metadata. SRC may also be "
+        f"{' or '.join(KERAS_IMAGENET)}: the official Keras ImageNet weights, fetched only "
+        "with --download.")
+    p.add_argument("src", metavar="SRC", help="weights file, run folder, or keras:imagenet[-notop]")
+    p.add_argument("dst", metavar="DST", help="output .safetensors file")
+    p.add_argument("--model", help="model name for bare state dicts (e.g. xception, xception41)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch keras:imagenet[-notop] from Google's storage (checked by MD5)")
+    p.add_argument("--cache-dir", help="where downloads go (default $XCEPTION_CACHE or "
+                   "~/.cache/xception)")
+    p.add_argument("--url", help="fetch from this mirror instead (still checked by MD5)")
+    p.add_argument("--md5", help="expected MD5 of the mirror's file")
+    p.add_argument("--quiet", action="store_true", help="do not list the mapped layers")
+    p.set_defaults(func=run_convert)
+
+    p = sub.add_parser("export", help="export weights to ONNX (checked with onnxruntime)")
+    p.add_argument("weights", metavar="WEIGHTS", help="any weights file load_model reads")
+    p.add_argument("--format", choices=["onnx"], required=True)
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--image-size", type=int,
+                   help="input size baked into the graph (default: the weights' preprocessing, "
+                   "else 299)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip comparing onnxruntime's outputs with PyTorch's")
+    p.set_defaults(func=run_export)
+
+
+def _module(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from ..weights import convert
+    from ..weights.download import resolve_remote
+
+    src = args.src
+    if src in KERAS_IMAGENET:
+        src = resolve_remote(src, args.download, args.url, args.md5, args.cache_dir)
+    model, loaded, out = convert(src, args.dst, name=args.model)
+    if not args.quiet:
+        seen: list[tuple[str, str]] = []
+        for theirs, ours in loaded.pairs:
+            pair = (theirs, ours) if loaded.source.kind == "keras" else \
+                (_module(theirs), _module(ours))
+            if pair not in seen:
+                seen.append(pair)
+        for theirs, ours in seen:
+            print(f"  {theirs} -> {ours}")
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    print(f"read {loaded.source.description} from {loaded.source.path}")
+    print(f"mapped {len(loaded.pairs)} tensors onto {type(model).__name__} ({n:,} parameters, "
+          f"{cfg.num_classes} classes, padding={cfg.padding!r}, bn_eps={cfg.bn_eps:g})")
+    print(f"wrote {out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..export import export_onnx
+    from ..weights import load_model
+
+    model, meta = load_model(args.weights)
+    size = args.image_size or (meta.get("preprocess") or {}).get("image_size") or 299
+    out, check = export_onnx(model, args.out, size, args.opset, verify=not args.no_verify)
+    check = "" if check is None else f"; onnxruntime matches PyTorch: {check}"
+    print(f"wrote {out} ({size}x{size} inputs, any batch size{check})")
+    return 0

@@ -1,0 +1,31 @@
+"""Launched by test_distributed.py under torchrun: train, then save this rank's final state.
+
+Not a test module itself (no ``test_`` prefix); argv: OUT_DIR then ``section.key=value`` items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from xception.config import RunConfig, apply_overrides
+from xception.train import fit
+
+
+def main() -> None:
+    out, sets = Path(sys.argv[1]), sys.argv[2:]
+    rank = int(os.environ["RANK"])
+    res = fit(apply_overrides(RunConfig(), sets), out / "run", log=print)
+    state = {k: v.detach().contiguous() for k, v in res.model.state_dict().items()}
+    if res.ema_model is not None:
+        state |= {f"ema.{k}": v.detach().contiguous() for k, v in res.ema_model.state_dict().items()}
+    save_file(state, str(out / f"rank{rank}.safetensors"))
+    (out / f"rank{rank}.json").write_text(json.dumps(res.history))
+
+
+if __name__ == "__main__":
+    main()
