@@ -64,6 +64,7 @@ class XceptionConfig:
     order: str = "depthwise_first"            # or "pointwise_first" ("Extreme Inception")
     mid_activation: str | None = None         # None (paper's best), "elu" or "relu"
     mid_norm: bool = False                    # BatchNorm between the two ops (Inception style)
+    bottleneck_ratio: int = 1                 # inner convs of residual blocks: width / ratio
     # numerics that decide whether we compute the same function as Keras
     padding: str = "tf_same"                  # "tf_same" (Keras) or "symmetric" (timm/Cadene)
     bn_eps: float = 1e-3                      # Keras; timm's port uses 1e-5
@@ -99,6 +100,8 @@ class XceptionConfig:
                               f"entry block ({len(self.entry_channels)}), or () for all 2")
         if not isinstance(self.middle_repeats, int) or self.middle_repeats < 0:
             raise ConfigError(f"middle_repeats must be an integer >= 0, got {self.middle_repeats!r}")
+        if not isinstance(self.bottleneck_ratio, int) or self.bottleneck_ratio < 1:
+            raise ConfigError(f"bottleneck_ratio must be an integer >= 1, got {self.bottleneck_ratio!r}")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
         if self.segments is not None:
@@ -162,14 +165,18 @@ def block_table(cfg: XceptionConfig) -> dict[str, list[BlockSpec]]:
         return BlockSpec(name, widths, downsample=stride > 1, dilation=spec_dilation,
                          strided_conv=strided_conv, **kw)
 
+    def squeeze(widths: tuple[int, ...]) -> tuple[int, ...]:
+        # open question 3: residual blocks whose inner pointwise convs compress the channels
+        return (*(max(1, w // cfg.bottleneck_ratio) for w in widths[:-1]), widths[-1])
+
     strides = cfg.entry_strides or (2,) * len(cfg.entry_channels)
-    entry = [block(f"block{2 + i}", (w,) * cfg.entry_convs, s, relu_first=i > 0)
+    entry = [block(f"block{2 + i}", squeeze((w,) * cfg.entry_convs), s, relu_first=i > 0)
              for i, (w, s) in enumerate(zip(cfg.entry_channels, strides, strict=True))]
     n = 2 + len(entry)
     m = cfg.middle_channels
-    middle = [block(f"block{n + i}", (m, m, m), 1) for i in range(cfg.middle_repeats)]
+    middle = [block(f"block{n + i}", squeeze((m, m, m)), 1) for i in range(cfg.middle_repeats)]
     n += cfg.middle_repeats
-    exit_ = [block(f"block{n}", cfg.exit_channels, 2),
+    exit_ = [block(f"block{n}", squeeze(cfg.exit_channels), 2),
              block(f"block{n + 1}", cfg.final_channels, 1, residual=False, relu_first=False,
                    relu_last=True, mid_relu=cfg.final_mid_relu)]
     return {"entry_flow": entry, "middle_flow": middle, "exit_flow": exit_}

@@ -7,9 +7,9 @@ import os
 import sys
 
 from ..errors import XceptionError
-from . import bench, evaluate, train, weights
+from . import bench, evaluate, experiment, train, weights
 
-SUBCOMMANDS = (train, evaluate, weights, bench)
+SUBCOMMANDS = (train, evaluate, weights, experiment, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

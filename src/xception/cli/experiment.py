@@ -1,0 +1,44 @@
+"""``xception experiment NAME``: an ablation or open question, end to end, with tables and plots."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..experiments import NAMES
+
+    p = sub.add_parser(
+        "experiment", help="run a paper ablation / open question over seeds (tables, plots, report)",
+        description="Train every variant of an experiment under the same budget and seeds, then "
+        "write results.md/.csv, curves.png, summary.png and report.md into --out.")
+    p.add_argument("name", choices=NAMES)
+    p.add_argument("--data", help="dataset (default: digits)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="epochs per run (default: the experiment budget)")
+    budget.add_argument("--steps", type=int, help="optimizer steps per run instead of epochs")
+    p.add_argument("--match-params", action="store_true",
+                   help="spectrum only: scale widths so every point has about the same parameters")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any run setting, as in `xception train --set`")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: experiments/NAME); "
+                   "rerunning with the same folder reuses finished runs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments import run as run_experiment
+
+    sets = list(args.overrides)
+    if args.data:
+        sets.insert(0, f"data.name={args.data}")
+    if args.epochs is not None:
+        sets.insert(0, f"train.epochs={args.epochs}")
+    if args.steps is not None:  # epochs high enough never to end the run first
+        sets[:0] = [f"train.max_steps={args.steps}", f"train.epochs={max(args.steps, 1)}"]
+    run_experiment(args.name, args.seeds, sets, args.out, args.match_params,
+                   command="xception " + shlex.join(sys.argv[1:]))
+    return 0

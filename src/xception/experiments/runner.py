@@ -1,0 +1,80 @@
+"""Train every variant of an experiment under the same budget and seeds; keep what each run saw.
+
+Each finished run is appended to ``runs.jsonl`` at once, so an interrupted experiment restarted
+with the same ``--out`` skips what it already has (runs are keyed by a hash of their full config).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..train import fit
+from .budget import count_macs
+from .definitions import Experiment
+
+
+def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int) -> RunConfig:
+    cfg = copy.deepcopy(base)
+    cfg.model.overrides = {**cfg.model.overrides, **overrides}
+    cfg.train.seed = seed
+    cfg.train.progress = False
+    return cfg
+
+
+def run_key(cfg: RunConfig) -> str:
+    return hashlib.sha1(cfg.to_json().encode()).hexdigest()[:16]
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: Path,
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """All variants x seeds; returns one record per run, in variant-then-seed order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "runs.jsonl"
+    done = {r["key"]: r for r in read_records(path)}
+    records, total = [], len(exp.variants) * len(seeds)
+    for variant in exp.variants:
+        for seed in seeds:
+            cfg = variant_config(base, variant.overrides, seed)
+            key = run_key(cfg)
+            tag = f"[{len(records) + 1}/{total}] {variant.name}, seed {seed}"
+            if key in done:
+                records.append(done[key])
+                log(f"{tag}: already done")
+                continue
+            t0 = time.perf_counter()
+            result = fit(cfg, None, log=lambda s: None)
+            hist = result.history
+            record = {
+                "key": key, "experiment": exp.name, "variant": variant.name, "seed": seed,
+                "overrides": cfg.model.overrides,
+                "params": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
+                "macs": count_macs(result.model, cfg.data.image_size,
+                                   result.info.preprocess.in_chans),
+                "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
+                            for h in hist],
+                "final_top1": hist[-1]["val_top1"],
+                "best_top1": max(h["val_top1"] for h in hist),
+                # epoch 1 includes one-off start-up costs; later epochs show the steady rate
+                "img_per_s": sum(h["train_img_per_s"] for h in hist[1:] or hist)
+                / len(hist[1:] or hist),
+                "seconds": time.perf_counter() - t0,
+            }
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            records.append(record)
+            log(f"{tag}: final val top-1 {100 * record['final_top1']:.2f}% "
+                f"(best {100 * record['best_top1']:.2f}%), {record['seconds']:.0f} s")
+    return records
