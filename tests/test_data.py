@@ -61,6 +61,29 @@ def test_image_folder_with_broken_files(image_folder):
     assert xv.shape == (9, 3, 16, 16) and not badv
 
 
+def test_predict_preprocessing_repeats_the_validation_transform(image_folder):
+    """A non-square photo is centre-cropped for predict exactly as for validation."""
+    from PIL import Image
+
+    from xception.preprocess import Preprocess, load_image
+
+    path = image_folder / "val" / "ant" / "0.png"
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(path)
+    cfg = data_cfg("data.name=imagefolder", f"data.root={image_folder}", "data.image_size=16",
+                   "data.crop_fraction=0.8")
+    _, val, info = build_datasets(cfg)
+    assert info.preprocess.crop_fraction == 0.8
+    x_val, _ = val[0]
+    x_pred = load_image(path, info.preprocess)
+    assert x_pred.shape == (3, 16, 16)
+    torch.testing.assert_close(x_pred, x_val)
+    whole = load_image(path, Preprocess(16, 3))  # the whole image squashed: a different input
+    assert (whole - x_val).abs().max() > 0.1
+    with pytest.raises(DataError, match="crop_fraction"):
+        Preprocess(16, 3, crop_fraction=1.5)
+
+
 def test_image_folder_errors(tmp_path, image_folder):
     with pytest.raises(DataError, match="does not exist"):
         build_datasets(data_cfg("data.name=imagefolder", f"data.root={tmp_path}"))

@@ -46,6 +46,29 @@ def test_rerun_reuses_finished_runs(tmp_path):
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_signal_stops_the_experiment_and_records_nothing_partial(tmp_path, monkeypatch):
+    import dataclasses
+
+    import xception.experiments.runner as runner
+
+    real_fit, calls = runner.fit, []
+
+    def fit_stopped_on_second_run(*args, **kwargs):
+        calls.append(1)
+        result = real_fit(*args, **kwargs)
+        return dataclasses.replace(result, interrupted=len(calls) == 2)
+
+    monkeypatch.setattr(runner, "fit", fit_stopped_on_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path, log=lambda s: None)
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "results.md").exists()
+    logs: list[str] = []
+    run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path, log=logs.append)
+    assert sum("already done" in line for line in logs) == 1
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+
+
 def models_of(name: str, **kw):
     base = base_config(TINY_RUN).model.overrides
     exp = get_experiment(name, "xception_small", base, **kw)

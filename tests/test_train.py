@@ -80,7 +80,7 @@ def test_bf16_autocast_on_cpu():
     assert res.final["val_count"] == 40 and torch.isfinite(torch.tensor(res.final["train_loss"]))
 
 
-def test_multi_label_manifest_training_reports_map(tmp_path):
+def test_multi_label_manifest_training_reports_map(tmp_path, capsys):
     root = tmp_path / "jft"
     root.mkdir()
     (root / "classes.txt").write_text("a\nb\nc\nd\n")
@@ -100,6 +100,9 @@ def test_multi_label_manifest_training_reports_map(tmp_path):
         assert 0.0 <= f[key] <= 1.0, key
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
         assert json.loads(fh.metadata()["multi_label"]) is True
+    # eval of the saved (EMA) weights reports the MAP@100 training measured for them
+    assert main(["eval", str(out), "--device", "cpu"]) == 0
+    assert f"MAP@100 {100 * f['ema_val_map100']:.2f}%" in capsys.readouterr().out
     # predict gives independent per-class probabilities (sigmoid), not a softmax over classes
     model, meta, device = load_for_inference(out, "cpu")
     (_, top), = predict_files(model, meta, [str(root / "0.png")], top_k=4, device=device)

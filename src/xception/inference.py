@@ -28,14 +28,16 @@ def load_for_inference(path: str | Path, device: str = "auto",
 
 
 def evaluate_saved(path: str | Path, batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
-    """Top-1/top-5/loss of saved weights on the validation split they were trained against."""
+    """Top-1/top-5/loss (and MAP@100 / mAP for multi-label data) of saved weights on the
+    validation split they were trained against."""
     model, meta, dev = load_for_inference(path, device)
     if "data_config" not in meta:
         raise WeightsError(f"{str(path)!r} does not say which data it was trained on "
                            "(no data_config in its metadata)")
     data = RunConfig.from_dict({"data": meta["data_config"]}).data
-    _, val_ds, _ = build_datasets(data)
-    return {"data": data.name, **evaluate(model, make_loader(val_ds, batch_size, False), dev)}
+    _, val_ds, info = build_datasets(data)
+    return {"data": data.name, **evaluate(model, make_loader(val_ds, batch_size, False), dev,
+                                          class_weights=info.class_weights)}
 
 
 @torch.no_grad()

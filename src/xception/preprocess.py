@@ -29,11 +29,19 @@ class Preprocess:
     # `keras.utils.load_img(path, target_size=...)` does, so imported Keras weights see exactly
     # the inputs the Keras documentation's example feeds them.
     interpolation: str = "bilinear"
+    # None: resize the whole image to image_size x image_size (digits, Keras). A number: the
+    # validation transform of image-file datasets -- short side to image_size / crop_fraction,
+    # then the centre image_size x image_size -- so predict sees what evaluation saw.
+    crop_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise DataError(f"unknown interpolation {self.interpolation!r}; "
                             f"known: {INTERPOLATIONS}")
+        if self.crop_fraction is not None and not 0 < self.crop_fraction <= 1:
+            raise DataError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.crop_fraction is not None and self.interpolation != "bilinear":
+            raise DataError("crop_fraction applies to the 'bilinear' interpolation only")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +70,10 @@ def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
         raise DataError(f"image {str(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {str(path)!r}: {e}") from None
+    if pre.crop_fraction is not None:
+        from .data.images import eval_transform  # lazy: the data package imports this module
+
+        return eval_transform(pre.image_size, pre.in_chans, pre.crop_fraction)(im)
     x = v2.functional.pil_to_tensor(im).float().unsqueeze(0)
     if pre.interpolation == "keras":
         return x[0] / 127.5 - 1  # Keras' preprocess_input, to the last bit

@@ -24,8 +24,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..inference import evaluate_saved
 
     m = evaluate_saved(args.weights, args.batch_size, args.device)
-    print(f"{m['data']} val ({m['count']} images): top-1 {100 * m['top1']:.2f}%  "
-          f"top-5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
+    line = (f"{m['data']} val ({m['count']} images): top-1 {100 * m['top1']:.2f}%  "
+            f"top-5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
+    if "map100" in m:
+        line += f"  MAP@100 {100 * m['map100']:.2f}%  mAP {100 * m['map']:.2f}%"
+    if m.get("bad"):
+        line += f"  ({m['bad']} unreadable images skipped)"
+    print(line)
     return 0
 
 

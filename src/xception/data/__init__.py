@@ -89,7 +89,7 @@ def _cifar(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
         eval_transform(size, 3)
     train = ImageDataset(TensorSource(x_tr, y_tr.tolist()), aug, n)
     val = ImageDataset(TensorSource(x_te, y_te.tolist()), eval_transform(size, 3), n)
-    return train, val, DatasetInfo(n, names, Preprocess(size, 3))
+    return train, val, DatasetInfo(n, names, Preprocess(size, 3, crop_fraction=1.0))
 
 
 def _files(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
@@ -113,7 +113,8 @@ def _files(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
         weights = None if w is None else tuple(float(v) for v in w)
     elif cfg.class_weights:
         raise DataError("data.class_weights applies to multi-label manifests only")
-    info = DatasetInfo(n, tuple(classes), Preprocess(size, 3), multi, weights)
+    info = DatasetInfo(n, tuple(classes), Preprocess(size, 3, crop_fraction=cfg.crop_fraction),
+                       multi, weights)
     return (ImageDataset(train_src, aug, n, multi), ImageDataset(val_src, evaluation, n, multi),
             info)
 

@@ -2,6 +2,7 @@
 
 Each finished run is appended to ``runs.jsonl`` at once, so an interrupted experiment restarted
 with the same ``--out`` skips what it already has (runs are keyed by a hash of their full config).
+A run stopped by SIGTERM/SIGINT is not recorded; the experiment stops (``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: 
                 continue
             t0 = time.perf_counter()
             result = fit(cfg, None, log=lambda s: None)
+            if result.interrupted:  # SIGTERM/SIGINT: keep what is finished, record nothing partial
+                log(f"{tag}: interrupted; {len(done)} finished runs are kept in {path}; the "
+                    "same command continues from there")
+                raise KeyboardInterrupt
             hist = result.history
             record = {
                 "key": key, "experiment": exp.name, "variant": variant.name, "seed": seed,
