@@ -22,7 +22,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_curves(records: list[dict], path: Path, title: str) -> Path:
-    """Val top-1 and val loss per epoch: mean line, mean ± std band over seeds."""
+    """Val top-1 and val loss per epoch: mean line, mean ± std band over seeds.
+
+    The loss axis is logarithmic, where mean - std can be <= 0: that band edge is floored at the
+    lowest seed's loss, so the band never claims values no seed reached."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (variant, runs) in enumerate(by_variant(records).items()):
         epochs = np.array([h["epoch"] for h in runs[0]["history"]])
@@ -30,7 +33,8 @@ def plot_curves(records: list[dict], path: Path, title: str) -> Path:
             ys = scale * np.array([[h[key] for h in r["history"]] for r in runs])
             mean, std = ys.mean(0), ys.std(0, ddof=1) if len(runs) > 1 else np.zeros(ys.shape[1])
             ax.plot(epochs, mean, "-o", ms=3, color=f"C{i}", label=variant)
-            ax.fill_between(epochs, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+            low = mean - std if key == "val_top1" else np.maximum(mean - std, ys.min(0))
+            ax.fill_between(epochs, low, mean + std, color=f"C{i}", alpha=0.2)
     ax1.set(xlabel="epoch", ylabel="val top-1 (%)")
     ax2.set(xlabel="epoch", ylabel="val loss", yscale="log")
     for ax in (ax1, ax2):
