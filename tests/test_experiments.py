@@ -207,6 +207,27 @@ def test_compression_verdict_detects_growth():
             recs.append(record(f"ratio {r}", s, 0.8 + gain + 0.002 * s, [1] * 4))
             recs.append(record(f"ratio {r}, no residual", s, 0.8 + 0.002 * s, [1] * 4))
     assert "**The residual benefit grows with compression**" in verdict("compression", recs)
+    # the same means with a wide seed-to-seed spread without residuals: a trend, not a finding
+    noisy = [dict(r, final_top1=r["final_top1"] + (0.15 * (r["seed"] - 1)
+                                                    if "no residual" in r["variant"] else 0))
+             for r in recs]
+    assert "**A trend, not significant at this scale**" in verdict("compression", noisy)
+
+
+def test_interaction_matches_a_hand_computed_case():
+    from xception.experiments.stats import interaction
+
+    a1, b1, a2, b2 = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0], [5.0, 7.0, 9.0], [1.0, 1.0, 2.0]
+    diff, p = interaction(a1, b1, a2, b2)
+    assert diff == pytest.approx((7 - 4 / 3) - (2 - 1 / 3))  # 4.0
+    # variances 1, 1/3, 4, 1/3 over 3 seeds each: se^2 = 17/9; df = se^4 / sum((v/3)^2 / 2)
+    terms = [1 / 3, 1 / 9, 4 / 3, 1 / 9]
+    df = (17 / 9) ** 2 / sum(t ** 2 / 2 for t in terms)
+    from scipy import stats as sps
+
+    assert p == pytest.approx(2 * sps.t.sf(4.0 / math.sqrt(17 / 9), df))
+    assert 0.01 < p < 0.2
+    assert math.isnan(interaction([1.0], [0.0], [2.0], [0.0])[1])
 
 
 def test_experiment_cli_rejects_bad_input(tmp_path):

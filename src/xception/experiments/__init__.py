@@ -67,8 +67,9 @@ def run(name: str, seeds: int = 3, overrides: list[str] = (), out_dir: str | Pat
         "`experiments/budget.py`; change them with --set / --epochs / --steps)",
         f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, "
         f"Python {platform.python_version()}, torch {torch.__version__}",
-        f"wall time of this invocation: {time.perf_counter() - t0:.0f} s "
-        f"(runs reused from an earlier invocation are not timed again)",
+        f"time: {sum(r['seconds'] for r in records):.0f} s of training and evaluation over "
+        f"{len(records)} runs (each timed when it ran); this invocation took "
+        f"{time.perf_counter() - t0:.0f} s, reusing runs already in runs.jsonl",
     ]
     atomic_write_text(out / "report.md", render(exp, records, rows, setup))
     log(to_markdown(rows))

@@ -65,6 +65,23 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return diff, float(sps.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def interaction(a1: Sequence[float], b1: Sequence[float], a2: Sequence[float],
+                b2: Sequence[float]) -> tuple[float, float]:
+    """How much the gap a - b changes from condition 1 to 2: (a2 - b2) - (a1 - b1), and a
+    two-sided p-value from a t-test with Welch-Satterthwaite degrees of freedom (nan with fewer
+    than 2 seeds in a group). Four independent groups of seeds, unequal variances."""
+    groups = [list(a1), list(b1), list(a2), list(b2)]
+    diff = (mean_std(a2)[0] - mean_std(b2)[0]) - (mean_std(a1)[0] - mean_std(b1)[0])
+    if any(len(g) < 2 for g in groups):
+        return diff, float("nan")
+    terms = [mean_std(g)[1] ** 2 / len(g) for g in groups]
+    se2 = sum(terms)
+    if se2 == 0:
+        return diff, 1.0 if diff == 0 else 0.0
+    df = se2 ** 2 / sum(t ** 2 / (len(g) - 1) for t, g in zip(terms, groups, strict=True))
+    return diff, float(2 * sps.t.sf(abs(diff) / math.sqrt(se2), df))
+
+
 def _pct(ms: tuple[float, float]) -> str:
     return f"{100 * ms[0]:.2f} ± {100 * ms[1]:.2f}"
 
