@@ -109,3 +109,29 @@ def test_aligned_weights_refused_by_the_paper_model(tmp_path):
     with pytest.raises(WeightsError, match="no counterpart|lacks|shape"):
         load_weights(model, tmp_path / "x41.pth")
     assert model.config.padding == "tf_same"  # numerics untouched on failure
+
+
+def test_predict_prepares_images_as_timm_evaluates_them(legacy, tmp_path):
+    """Imported timm weights carry timm's eval transform (bicubic, crop 0.8975): a non-square
+    photo becomes the same input as timm's own ``create_transform`` makes of it."""
+    import numpy as np
+    from PIL import Image
+
+    from xception.preprocess import Preprocess, load_image
+
+    state, _, _ = legacy
+    torch.save(state, tmp_path / "legacy.pth")
+    _, meta = load_model(tmp_path / "legacy.pth")
+    pre = Preprocess(**meta["preprocess"])
+    assert (pre.interpolation, pre.crop_fraction, pre.image_size) == ("bicubic", 0.8975, 299)
+    path = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)  # upsampled: a photo-like image
+    Image.fromarray(smooth).resize((480, 360), Image.Resampling.BILINEAR).save(path)
+    cfg = timm.data.resolve_data_config({}, model=timm.create_model("legacy_xception"))
+    ref = timm.data.create_transform(**cfg)(Image.open(path).convert("RGB"))
+    ours = load_image(path, pre)
+    assert ours.shape == ref.shape == (3, 299, 299)
+    assert max_diff(ours, ref) < 1e-5  # the same PIL resize and crop, the same scaling
+    squashed = load_image(path, Preprocess(299, 3))
+    assert max_diff(squashed, ref) > 0.1

@@ -25,7 +25,8 @@ class Preprocess:
     in_chans: int
     # pixels in [0, max] -> [-1, 1]; this is Keras' `preprocess_input` for Xception
     mode: str = "minus_one_one"
-    # "bilinear": antialiased bilinear resize (torch). "keras": PIL nearest-neighbour resize, as
+    # "bilinear" / "bicubic": antialiased resize ("bicubic" is what timm's ImageNet models were
+    # evaluated with). "keras": PIL nearest-neighbour resize, as
     # `keras.utils.load_img(path, target_size=...)` does, so imported Keras weights see exactly
     # the inputs the Keras documentation's example feeds them.
     interpolation: str = "bilinear"
@@ -40,14 +41,15 @@ class Preprocess:
                             f"known: {INTERPOLATIONS}")
         if self.crop_fraction is not None and not 0 < self.crop_fraction <= 1:
             raise DataError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        if self.crop_fraction is not None and self.interpolation != "bilinear":
-            raise DataError("crop_fraction applies to the 'bilinear' interpolation only")
+        if self.crop_fraction is not None and self.interpolation == "keras":
+            raise DataError("crop_fraction does not apply to the 'keras' interpolation "
+                            "(Keras resizes the whole image)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-INTERPOLATIONS = ("bilinear", "keras")
+INTERPOLATIONS = ("bilinear", "bicubic", "keras")
 
 
 def keras_imagenet(in_chans: int = 3) -> Preprocess:
@@ -73,10 +75,11 @@ def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
     if pre.crop_fraction is not None:
         from .data.images import eval_transform  # lazy: the data package imports this module
 
-        return eval_transform(pre.image_size, pre.in_chans, pre.crop_fraction)(im)
+        return eval_transform(pre.image_size, pre.in_chans, pre.crop_fraction,
+                              pre.interpolation)(im)
     x = v2.functional.pil_to_tensor(im).float().unsqueeze(0)
     if pre.interpolation == "keras":
         return x[0] / 127.5 - 1  # Keras' preprocess_input, to the last bit
-    x = F.interpolate(x / 255.0, size=(pre.image_size, pre.image_size), mode="bilinear",
+    x = F.interpolate(x / 255.0, size=(pre.image_size, pre.image_size), mode=pre.interpolation,
                       align_corners=False, antialias=True)
     return (x[0] * 2 - 1).clamp_(-1, 1)

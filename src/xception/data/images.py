@@ -51,10 +51,14 @@ def train_transform(size: int, channels: int, min_scale: float, hflip: bool) -> 
     return v2.Compose([*steps, to_unit_range(channels)])
 
 
-def eval_transform(size: int, channels: int, crop_fraction: float = 1.0) -> v2.Transform:
-    """Resize the short side to ``size / crop_fraction``, then centre-crop ``size`` x ``size``."""
-    return v2.Compose([v2.ToImage(), v2.Resize(round(size / crop_fraction), antialias=True),
-                       v2.CenterCrop(size), to_unit_range(channels)])
+def eval_transform(size: int, channels: int, crop_fraction: float = 1.0,
+                   interpolation: str = "bilinear") -> v2.Transform:
+    """Resize the short side to ``size / crop_fraction``, then centre-crop ``size`` x ``size``.
+
+    On a PIL image the resize runs in PIL (as timm's and torchvision's reference transforms do)."""
+    mode = v2.InterpolationMode(interpolation)
+    return v2.Compose([v2.Resize(round(size / crop_fraction), interpolation=mode, antialias=True),
+                       v2.CenterCrop(size), v2.ToImage(), to_unit_range(channels)])
 
 
 def digits_augmentation() -> v2.Transform:

@@ -143,7 +143,11 @@ def _default_meta(src: Source, model: nn.Module) -> dict[str, Any]:
         meta["class_names"] = list(imagenet_class_names())
     if src.kind == "keras":
         meta["preprocess"] = keras_imagenet(cfg.in_chans).to_dict()
-    else:  # timm's ImageNet models take [-1, 1] inputs at 299 px as well
+    elif src.kind in timm.NUMERICS:  # timm's: [-1, 1], 299 px, bicubic resize + centre crop
+        crop = timm.EVAL_CROP[timm.config_name(src.state, src.kind)]
+        meta["preprocess"] = Preprocess(299, cfg.in_chans, "minus_one_one", "bicubic",
+                                        crop).to_dict()
+    else:  # a bare state dict: ImageNet-sized [-1, 1] inputs, the whole image
         meta["preprocess"] = Preprocess(299, cfg.in_chans).to_dict()
     return meta
 

@@ -31,6 +31,11 @@ ALIGNED_BY_BLOCKS = {13: "xception41", 21: "xception65", 23: "xception71"}
 _OUR_BLOCK = re.compile(r"^\w+_flow\.(block\d+)\.(sepconvs|bns|shortcut)\.(.+)$")
 
 
+# How timm evaluated its ImageNet weights (its pretrained configs): bicubic resize of the short
+# side to 299 / crop, centre crop 299, [-1, 1]. ``predict`` repeats it for imported timm weights.
+EVAL_CROP = {"xception": 0.8975, "xception41": 0.903, "xception65": 0.94, "xception71": 0.903}
+
+
 def kind_of(state: dict[str, torch.Tensor]) -> str | None:
     """"timm_legacy", "timm_aligned", "xception" (this project's keys) or None."""
     keys = state.keys()
