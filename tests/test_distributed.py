@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import TINY_RUN, cli_env
+from conftest import TINY_RUN, cli_env, save_png, write_manifest
 from safetensors.torch import load_file
 
 from xception.config import RunConfig, apply_overrides
 from xception.data import build_datasets, make_loader
 from xception.train import evaluate, fit
+from xception.weights import load_model
 
 RUN = [*TINY_RUN, "data.train_subset=64", "data.val_subset=13", "train.batch_size=16",
        "train.epochs=2", "train.ema=true", "train.ema_decay=0.5", "train.eval_batch_size=4"]
@@ -57,3 +58,32 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert m["count"] == 13
     assert abs(m["loss"] - hist[-1]["val_loss"]) < 1e-5 and m["top1"] == hist[-1]["val_top1"]
     assert (tmp_path / "run" / "model.safetensors").is_file()  # rank 0 wrote the run folder
+
+
+def test_two_process_multi_label_evaluation_matches_one_process(tmp_path):
+    """MAP@100 and per-class mAP all-reduced over 2 ranks (each rank ranks one block of classes
+    over every image) equal a one-process evaluation of the same weights."""
+    root = tmp_path / "jft"
+    (root / "classes.txt").parent.mkdir(parents=True)
+    (root / "classes.txt").write_text("a\nb\nc\nd\ne\n")
+    rows = [(f"{i}.png", sorted({"abcde"[i % 5], "abcde"[(i // 3) % 5]})) for i in range(29)]
+    for i in range(29):
+        save_png(root / f"{i}.png", i, size=18)
+    write_manifest(root, "train", rows[:16], "jsonl")
+    write_manifest(root, "val", rows[16:], "jsonl")  # 13 images: 7 on one rank, 6 on the other
+    run = [*TINY_RUN, "data.name=manifest", f"data.root={root}", "train.batch_size=8",
+           "train.epochs=1", "train.eval_batch_size=4"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", WORKER, str(tmp_path), *run],
+                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hist = json.loads((tmp_path / "rank0.json").read_text())
+    other = json.loads((tmp_path / "rank1.json").read_text())
+    for key in ("val_loss", "val_top1", "val_map100", "val_map", "val_count"):
+        assert hist[-1][key] == other[-1][key], key  # every rank got the same sums
+    model, _ = load_model(tmp_path / "run" / "model.safetensors")  # rank 0's final weights
+    _, val, _ = build_datasets(apply_overrides(RunConfig(), run).data)
+    m = evaluate(model, make_loader(val, 5), torch.device("cpu"))
+    assert m["count"] == hist[-1]["val_count"] == 13
+    assert abs(m["map100"] - hist[-1]["val_map100"]) < 1e-6
+    assert abs(m["map"] - hist[-1]["val_map"]) < 1e-6

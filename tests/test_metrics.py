@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score
 
 from xception.metrics import (
     ap_at_k,
+    class_ap_sums,
     map_at_k,
     mean_average_precision,
     topk_correct,
@@ -95,3 +96,19 @@ def test_mean_average_precision_hand_and_sklearn():
     t = (torch.rand(50, 7, generator=g) < 0.3).float()
     ref = average_precision_score(t.numpy(), s.numpy(), average="macro")
     assert mean_average_precision(s, t) == pytest.approx(ref, rel=1e-9)
+
+
+def test_class_ap_sums_add_over_chunks_and_class_blocks():
+    g = torch.Generator().manual_seed(1)
+    s = torch.rand(40, 11, generator=g)
+    t = (torch.rand(40, 11, generator=g) < 0.25).to(torch.uint8)
+    t[:, 4] = 0  # a class without positives is left out of the mean
+    total, count = class_ap_sums(s, t)
+    assert count == 10
+    for chunk in (1, 3, 11):
+        assert class_ap_sums(s, t, chunk=chunk)[0] == pytest.approx(total, rel=1e-12)
+    left, right = class_ap_sums(s[:, :5], t[:, :5]), class_ap_sums(s[:, 5:], t[:, 5:])
+    assert left[0] + right[0] == pytest.approx(total, rel=1e-12) and left[1] + right[1] == 10
+    ref = average_precision_score(t[:, [c for c in range(11) if c != 4]].numpy(),
+                                  s[:, [c for c in range(11) if c != 4]].numpy(), average="macro")
+    assert total / count == pytest.approx(ref, rel=1e-9)

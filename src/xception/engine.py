@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from .data import Batch
 from .distributed import DistContext, all_sum, any_rank, gather_rows
-from .metrics import ap_at_k, mean_average_precision, topk_correct, topk_hits_multilabel
+from .metrics import ap_at_k, class_ap_sums, topk_correct, topk_hits_multilabel
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -215,10 +215,23 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     if multi:
         out["map100"] = ap / ap_n if ap_n else float("nan")
         if scores:
-            s_all, t_all = torch.cat(scores), torch.cat(targets)
+            s_all, t_all = torch.cat(scores), torch.cat(targets).to(torch.uint8)
         else:
             c = getattr(loader.dataset, "num_classes", 0)
-            s_all, t_all = torch.zeros(0, c), torch.zeros(0, c)
-        out["map"] = mean_average_precision(gather_rows(ctx, s_all).cpu(),
-                                            gather_rows(ctx, t_all).cpu())
+            s_all, t_all = torch.zeros(0, c), torch.zeros(0, c, dtype=torch.uint8)
+        out["map"] = _sharded_map(ctx, s_all, t_all)
     return out
+
+
+def _sharded_map(ctx: DistContext, scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Per-class mAP over every rank's images: rank j gathers the images' scores for the j-th
+    block of classes only, so no process ever holds all images x all classes."""
+    blocks = torch.arange(scores.shape[1]).tensor_split(ctx.world_size)
+    total, count = 0.0, 0
+    for j, cols in enumerate(blocks):
+        s = gather_rows(ctx, scores[:, cols].contiguous())
+        t = gather_rows(ctx, targets[:, cols].contiguous())
+        if j == ctx.rank and len(cols):
+            total, count = class_ap_sums(s.cpu(), t.cpu())
+    total, count = all_sum(ctx, [total, count])
+    return total / count if count else float("nan")

@@ -92,14 +92,27 @@ def map_at_k(scores: torch.Tensor, targets: torch.Tensor, k: int = 100,
     return total / count if count else float("nan")
 
 
+def class_ap_sums(scores: torch.Tensor, targets: torch.Tensor, chunk: int = 512) -> tuple[float, int]:
+    """Sum of the per-class average precisions over classes with >= 1 positive, and how many such
+    classes there are: ranks all images by each class's score (ties: lower image index first).
+    Classes go ``chunk`` at a time, so memory grows with ``chunk`` x images, not classes x images;
+    sums over disjoint class blocks add up (how evaluation splits the classes across ranks)."""
+    _check_multilabel(scores, targets)
+    total, count = 0.0, 0
+    ranks = torch.arange(1, scores.shape[0] + 1, dtype=torch.float64, device=scores.device)
+    for lo in range(0, scores.shape[1], chunk):
+        s = scores[:, lo:lo + chunk].double().t()
+        order = torch.sort(s, dim=1, descending=True, stable=True).indices
+        rel = (targets[:, lo:lo + chunk].t() > 0).gather(1, order).double()   # ranked order
+        n_pos = rel.sum(1)
+        ap = (rel * rel.cumsum(1) / ranks).sum(1)
+        has = n_pos > 0
+        total, count = total + float((ap[has] / n_pos[has]).sum()), count + int(has.sum())
+    return total, count
+
+
 def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """Plain (macro) mAP: the mean over classes with >= 1 positive of the non-interpolated average
     precision of ranking all images by that class's score (ties: lower image index first)."""
-    _check_multilabel(scores, targets)
-    order = torch.sort(scores.double().t(), dim=1, descending=True, stable=True).indices
-    rel = (targets.t() > 0).gather(1, order).double()          # (C, N) in ranked order
-    n_pos = rel.sum(1)
-    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float64, device=scores.device)
-    ap = (rel * rel.cumsum(1) / ranks).sum(1)
-    has = n_pos > 0
-    return float((ap[has] / n_pos[has]).mean()) if bool(has.any()) else float("nan")
+    total, count = class_ap_sums(scores, targets)
+    return total / count if count else float("nan")
