@@ -139,11 +139,13 @@ def test_mean_std_and_loss_at_fractions():
     assert mean_std([0.5]) == (0.5, 0.0)
     hist = [{"epoch": e, "val_loss": 10.0 - e} for e in range(1, 9)]
     assert loss_at(hist, 0.25) == 8.0 and loss_at(hist, 0.5) == 6.0 and loss_at(hist, 1.0) == 2.0
+    hist = [{"epoch": e, "val_top1": e / 10} for e in range(1, 9)]
+    assert loss_at(hist, 0.25, "val_top1") == 0.2
 
 
 def record(variant, seed, final, losses, params=100):
-    hist = [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v, "val_top1": final}
-            for i, v in enumerate(losses)]
+    hist = [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v,
+             "val_top1": final - 0.05 * (len(losses) - 1 - i)} for i, v in enumerate(losses)]
     return {"variant": variant, "seed": seed, "final_top1": final, "best_top1": final + 0.01,
             "history": hist, "params": params, "macs": 2_000_000, "img_per_s": 100.0 + seed}
 
@@ -159,7 +161,8 @@ def test_summary_table_from_known_per_seed_numbers():
     assert a["val_loss@25%"] == (5.0, pytest.approx(math.sqrt(2)))
     assert a["val_loss@100%"][0] == 2.0 and a["img_per_s"][0] == 100.5
     md = to_markdown(rows)
-    assert "| a | 2 | 92.00 ± 2.83 | 93.00 ± 2.83 | 5.000 ± 1.414 |" in md
+    assert a["val_top1@25%"][0] == pytest.approx(0.77)  # epoch 1 of 4: final - 0.15
+    assert "| a | 2 | 92.00 ± 2.83 | 93.00 ± 2.83 | 77.00 ± 2.83 | 82.00 ± 2.83 | 5.000 ± 1.414 |" in md
     assert "| b | 1 | 50.00 ± 0.00 |" in md
     parsed = list(csv.DictReader(to_csv(rows).splitlines()))
     assert float(parsed[0]["final_top1_mean"]) == pytest.approx(0.92)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from scipy import stats as sps
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of training, where val loss is read (convergence speed)
+ACC_FRACTIONS = (0.25, 0.5)  # where val top-1 is read too: early losses can blow up, accuracy not
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -24,10 +25,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def loss_at(history: list[dict], fraction: float) -> float:
-    """Val loss after the epoch that ends ``fraction`` of training."""
+def loss_at(history: list[dict], fraction: float, key: str = "val_loss") -> float:
+    """Val loss (or ``key``) after the epoch that ends ``fraction`` of training."""
     epoch = max(1, round(fraction * len(history)))
-    return history[epoch - 1]["val_loss"]
+    return history[epoch - 1][key]
 
 
 def by_variant(records: list[dict]) -> dict[str, list[dict]]:
@@ -44,6 +45,9 @@ def summarize(records: list[dict]) -> list[dict]:
         row = {"variant": variant, "seeds": len(runs),
                "final_top1": mean_std([r["final_top1"] for r in runs]),
                "best_top1": mean_std([r["best_top1"] for r in runs])}
+        for f in ACC_FRACTIONS:
+            row[f"val_top1@{int(100 * f)}%"] = mean_std([loss_at(r["history"], f, "val_top1")
+                                                         for r in runs])
         for f in FRACTIONS:
             row[f"val_loss@{int(100 * f)}%"] = mean_std([loss_at(r["history"], f) for r in runs])
         row["params"] = runs[0]["params"]
@@ -92,12 +96,14 @@ def _num(ms: tuple[float, float], digits: int = 3) -> str:
 
 def columns() -> list[str]:
     return (["variant", "seeds", "final top-1 (%)", "best top-1 (%)"]
+            + [f"top-1 @{int(100 * f)}% (%)" for f in ACC_FRACTIONS]
             + [f"val loss @{int(100 * f)}%" for f in FRACTIONS]
             + ["params", "MMACs", "train img/s"])
 
 
 def table_cells(row: dict) -> list[str]:
     return ([row["variant"], str(row["seeds"]), _pct(row["final_top1"]), _pct(row["best_top1"])]
+            + [_pct(row[f"val_top1@{int(100 * f)}%"]) for f in ACC_FRACTIONS]
             + [_num(row[f"val_loss@{int(100 * f)}%"]) for f in FRACTIONS]
             + [f"{row['params']:,}", f"{row['macs'] / 1e6:.1f}", _num(row["img_per_s"], 0)])
 
@@ -114,7 +120,8 @@ def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     header = ["variant", "seeds"]
-    keys = ["final_top1", "best_top1", *[f"val_loss@{int(100 * f)}%" for f in FRACTIONS],
+    keys = ["final_top1", "best_top1", *[f"val_top1@{int(100 * f)}%" for f in ACC_FRACTIONS],
+            *[f"val_loss@{int(100 * f)}%" for f in FRACTIONS],
             "img_per_s"]
     for k in keys:
         header += [f"{k}_mean", f"{k}_std"]
