@@ -110,6 +110,20 @@ def _param_grad(grad: torch.Tensor, param: torch.Tensor | None, needed: bool):
     return grad.to(param.dtype) if needed and param is not None else None
 
 
+def _affine(st: BNState | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(scale, shift) of an optional BN prologue, as the kernels take them."""
+    return (None, None) if st is None else (st.scale, st.shift)
+
+
+def _through_bn(g: torch.Tensor, x: torch.Tensor, st: BNState | None, need_gamma: bool,
+                need_beta: bool, sums: torch.Tensor | None = None):
+    """(dx, dgamma, dbeta) of an optional BN (no activation) on ``x``, given ``g`` = dL/d bn(x)."""
+    if st is None:
+        return g, None, None
+    dx, _, dg, db = bn_backward(g, x, None, st, relu=False, write_dres=False, sums=sums)
+    return dx, _param_grad(dg, st.gamma, need_gamma), _param_grad(db, st.gamma, need_beta)
+
+
 class _BatchNormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gamma, beta, residual, st: BNState, relu: bool):
@@ -182,9 +196,8 @@ class _DepthwiseConv(torch.autograd.Function):
 
         c = x.shape[1]
         taps = weight.detach().reshape(c, -1).t().contiguous()
-        scale, shift = (None, None) if st is None else (st.scale, st.shift)
         y = dw_forward(x, taps, geo.kernel, geo.stride, geo.pads, geo.dilation, geo.out_hw,
-                       scale, shift, relu)
+                       *_affine(st), relu)
         ctx.st, ctx.relu, ctx.geo = st, relu, geo
         ctx.save_for_backward(x, weight, taps)
         return y
@@ -196,7 +209,7 @@ class _DepthwiseConv(torch.autograd.Function):
         x, weight, taps = ctx.saved_tensors
         st, geo, relu = ctx.st, ctx.geo, ctx.relu
         gy = _cl(gy)
-        scale, shift = (None, None) if st is None else (st.scale, st.shift)
+        scale, shift = _affine(st)
         dweight = dx = dgamma = dbeta = None
         if ctx.needs_input_grad[1]:
             dw = dw_backward_weight(gy, x, geo.kernel, geo.stride, geo.pads, geo.dilation,
@@ -206,13 +219,8 @@ class _DepthwiseConv(torch.autograd.Function):
             gu, sums = dw_backward_input(gy, x, taps, geo.kernel, geo.stride, geo.pads,
                                          geo.dilation, scale, shift, relu,
                                          None if st is None else st.mean)
-            if st is None:
-                dx = gu
-            else:
-                dx, _, dg, db = bn_backward(gu, x, None, st, relu=False, write_dres=False,
-                                            sums=sums)
-                dgamma = _param_grad(dg, st.gamma, ctx.needs_input_grad[2])
-                dbeta = _param_grad(db, st.gamma, ctx.needs_input_grad[3])
+            dx, dgamma, dbeta = _through_bn(gu, x, st, ctx.needs_input_grad[2],
+                                            ctx.needs_input_grad[3], sums)
         return dx, dweight, dgamma, dbeta, None, None, None
 
 
@@ -252,9 +260,7 @@ class _MaxPoolAdd(torch.autograd.Function):
         from .maxpool import pool_forward
 
         y, idx = pool_forward(x, geo.kernel[0], geo.stride, geo.pads, geo.out_hw,
-                              None if st is None else st.scale, None if st is None else st.shift,
-                              residual, None if rst is None else rst.scale,
-                              None if rst is None else rst.shift)
+                              *_affine(st), residual, *_affine(rst))
         ctx.st, ctx.rst, ctx.geo = st, rst, geo
         ctx.save_for_backward(x, residual, idx)
         return y
@@ -271,19 +277,9 @@ class _MaxPoolAdd(torch.autograd.Function):
         if need[0] or need[1] or need[2]:
             gu, sums = pool_backward(gy, idx, x, geo.kernel[0], geo.stride, geo.pads,
                                      None if st is None else st.mean)
-            if st is None:
-                dx = gu
-            else:
-                dx, _, dg, db = bn_backward(gu, x, None, st, relu=False, write_dres=False,
-                                            sums=sums)
-                dgamma, dbeta = _param_grad(dg, st.gamma, need[1]), _param_grad(db, st.gamma, need[2])
+            dx, dgamma, dbeta = _through_bn(gu, x, st, need[1], need[2], sums)
         if residual is not None and (need[3] or need[4] or need[5]):
-            if rst is None:
-                dres = gy
-            else:
-                dres, _, dg, db = bn_backward(gy, residual, None, rst, relu=False, write_dres=False)
-                drgamma = _param_grad(dg, rst.gamma, need[4])
-                drbeta = _param_grad(db, rst.gamma, need[5])
+            dres, drgamma, drbeta = _through_bn(gy, residual, rst, need[4], need[5])
         return dx, dgamma, dbeta, dres, drgamma, drbeta, None, None, None
 
 
