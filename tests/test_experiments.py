@@ -10,7 +10,7 @@ from xception.experiments import base_config, get_experiment, run
 from xception.experiments.budget import count_parameters
 from xception.experiments.definitions import match_parameters, segment_points
 from xception.experiments.report import render
-from xception.experiments.stats import loss_at, mean_std, summarize, to_csv, to_markdown, welch
+from xception.experiments.stats import mean_std, summarize, to_csv, to_markdown, value_at, welch
 from xception.layers import SpectrumConv
 from xception.model import Shortcut
 from xception.registry import create_model
@@ -138,9 +138,9 @@ def test_mean_std_and_loss_at_fractions():
     assert mean == pytest.approx(0.92) and std == pytest.approx(0.02)
     assert mean_std([0.5]) == (0.5, 0.0)
     hist = [{"epoch": e, "val_loss": 10.0 - e} for e in range(1, 9)]
-    assert loss_at(hist, 0.25) == 8.0 and loss_at(hist, 0.5) == 6.0 and loss_at(hist, 1.0) == 2.0
+    assert value_at(hist, 0.25) == 8.0 and value_at(hist, 0.5) == 6.0 and value_at(hist, 1.0) == 2.0
     hist = [{"epoch": e, "val_top1": e / 10} for e in range(1, 9)]
-    assert loss_at(hist, 0.25, "val_top1") == 0.2
+    assert value_at(hist, 0.25, "val_top1") == 0.2
 
 
 def record(variant, seed, final, losses, params=100):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from scipy import stats as sps
 
 from .definitions import Experiment
-from .stats import by_variant, interaction, loss_at, to_markdown, welch
+from .stats import by_variant, interaction, to_markdown, value_at, welch
 
 ALPHA = 0.05
 
@@ -20,7 +20,7 @@ ALPHA = 0.05
 def values(records: list[dict], variant: str, metric: str) -> list[float]:
     runs = by_variant(records)[variant]
     if metric == "early_loss":  # val loss a quarter into training: convergence speed
-        return [loss_at(r["history"], 0.25) for r in runs]
+        return [value_at(r["history"], 0.25) for r in runs]
     return [r[metric] for r in runs]
 
 

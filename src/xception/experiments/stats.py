@@ -25,8 +25,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def loss_at(history: list[dict], fraction: float, key: str = "val_loss") -> float:
-    """Val loss (or ``key``) after the epoch that ends ``fraction`` of training."""
+def value_at(history: list[dict], fraction: float, key: str = "val_loss") -> float:
+    """``key`` (val loss by default) after the epoch that ends ``fraction`` of training."""
     epoch = max(1, round(fraction * len(history)))
     return history[epoch - 1][key]
 
@@ -46,10 +46,10 @@ def summarize(records: list[dict]) -> list[dict]:
                "final_top1": mean_std([r["final_top1"] for r in runs]),
                "best_top1": mean_std([r["best_top1"] for r in runs])}
         for f in ACC_FRACTIONS:
-            row[f"val_top1@{int(100 * f)}%"] = mean_std([loss_at(r["history"], f, "val_top1")
+            row[f"val_top1@{int(100 * f)}%"] = mean_std([value_at(r["history"], f, "val_top1")
                                                          for r in runs])
         for f in FRACTIONS:
-            row[f"val_loss@{int(100 * f)}%"] = mean_std([loss_at(r["history"], f) for r in runs])
+            row[f"val_loss@{int(100 * f)}%"] = mean_std([value_at(r["history"], f) for r in runs])
         row["params"] = runs[0]["params"]
         row["macs"] = runs[0]["macs"]
         row["img_per_s"] = mean_std([r["img_per_s"] for r in runs])
