@@ -12,8 +12,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from xception.config import RunConfig, apply_overrides
-from xception.train import fit
+from xception.training.config import RunConfig, apply_overrides
+from xception.training.fit import fit
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Shared by the weights tests: random weights whose activations stay O(1) through the whole net.
+"""Shared by the weights and fast-path tests: random weights whose activations stay O(1) throughout.
 
 With naive random weights (or BN statistics far from the real ones) a deep net's logits saturate or
 vanish and stop depending on details such as padding; parity tests built on them cannot fail. Here
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xception.model import XceptionBlock
+from xception.models.xception import XceptionBlock
 
 
 @torch.no_grad()
@@ -57,3 +57,17 @@ def images(n: int, size: int, seed: int = 1, in_chans: int = 3) -> torch.Tensor:
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial statistics and affine parameters, so folding has something to get wrong."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
+    return model

@@ -3,7 +3,6 @@
 The public API: ``create_model``, the config dataclasses, the spectrum layer, weights I/O.
 """
 
-from .baselines import InceptionConfig, InceptionV3
 from .errors import (
     ConfigError,
     DataError,
@@ -13,9 +12,10 @@ from .errors import (
     XceptionError,
 )
 from .fast import fuse_model, optimize_for_inference
-from .layers import SpectrumConv
-from .model import BlockSpec, Xception, XceptionConfig, block_table
-from .registry import create_model, list_models, model_config
+from .models.inception import InceptionConfig, InceptionV3
+from .models.layers import SpectrumConv
+from .models.registry import create_model, list_models, model_config
+from .models.xception import BlockSpec, Xception, XceptionConfig, block_table
 from .weights import load_model, load_weights, save_weights
 
 __version__ = "0.1.0"

@@ -34,8 +34,8 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: the local GPU if there is one, else the CPU."""
+def resolve_device(name: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
+    """``auto``: the local GPU if there is one, else the CPU. ``setting`` names the option in errors."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -43,10 +43,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu or cuda[:N]") \
+        raise ConfigError(f"{setting}={name!r} is not a device; use auto, cpu or cuda[:N]") \
             from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA GPU is available; use cpu or auto")
+        raise ConfigError(f"{setting}={name!r} but no CUDA GPU is available; use cpu or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .data import build_datasets
+from .data import build_datasets, make_loader
+from .data.preprocess import Preprocess, load_image
+from .distributed import resolve_device
 from .errors import WeightsError
+from .evaluation import evaluate
 from .fast import optimize_for_inference
-from .preprocess import Preprocess, load_image
-from .train import evaluate, make_loader, resolve_device
+from .training.config import RunConfig
 from .weights import load_model
 
 

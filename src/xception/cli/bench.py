@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench import BenchSettings, format_table, run_benchmark
     from ..files import atomic_write_text
-    from ..registry import model_config
+    from ..models.registry import model_config
 
     settings = BenchSettings(
         model=args.model, device=args.device, dtype=args.dtype, channels_last=args.channels_last,

@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from ..config import RunConfig, apply_overrides, rename_aliases
-from ..recipes import get_recipe, list_recipes
+from ..training.config import RunConfig, apply_overrides, rename_aliases
+from ..training.recipes import get_recipe, list_recipes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,8 +89,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import model_config
-    from ..train import fit
+    from ..models.registry import model_config
+    from ..training.fit import fit
 
     cfg = resolve_config(args)
     model_config(cfg.model.name, **cfg.model.overrides)  # reject bad model settings up front

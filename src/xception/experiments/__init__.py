@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, apply_overrides
 from ..errors import ConfigError
 from ..files import atomic_write_text
+from ..training.config import RunConfig, apply_overrides
 from .budget import MODEL, MODEL_OVERRIDES, RUN_OVERRIDES
 from .definitions import NAMES, Experiment, get_experiment
 from .plots import plot_curves, plot_summary

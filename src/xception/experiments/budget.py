@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..registry import build_model, model_config
+from ..models.registry import build_model, model_config
 
 MODEL = "xception_small"
 MODEL_OVERRIDES: dict[str, Any] = {

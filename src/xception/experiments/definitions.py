@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..registry import model_config
+from ..models.registry import model_config
 from .budget import count_parameters
 
 

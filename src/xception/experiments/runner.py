@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
-from ..train import fit
+from ..training.config import RunConfig
+from ..training.fit import fit
 from .budget import count_macs
 from .definitions import Experiment
 

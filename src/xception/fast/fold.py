@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import SpectrumConv
-from ..model import Shortcut, Stem, XceptionBlock
+from ..models.layers import SpectrumConv
+from ..models.xception import Shortcut, Stem, XceptionBlock
 
 
 @torch.no_grad()

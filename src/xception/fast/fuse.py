@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MaxPool2d, SpectrumConv
-from ..model import Shortcut, Stem, XceptionBlock
+from ..models.layers import MaxPool2d, SpectrumConv
+from ..models.xception import Shortcut, Stem, XceptionBlock
 from .kernels.ops import batchnorm_act, depthwise_conv, depthwise_supported, maxpool_add
 from .pool import SameMaxPool2d
 

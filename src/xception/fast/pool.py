@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MaxPool2d, pad_same, same_padding
+from ..models.layers import MaxPool2d, pad_same, same_padding
 
 
 def ceil_mode_padding(size: int, kernel: int, stride: int) -> int | None:

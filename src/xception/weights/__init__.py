@@ -4,8 +4,8 @@
 ``save_weights`` writes the project's safetensors with the model config in its metadata.
 """
 
-from .io import read_metadata, resolve_weights_path, save_weights
 from .load import Source, convert, import_weights, load_model, load_weights, read_source
+from .native import read_metadata, resolve_weights_path, save_weights
 
 __all__ = ["Source", "convert", "import_weights", "load_model", "load_weights", "read_metadata",
            "read_source", "resolve_weights_path", "save_weights"]

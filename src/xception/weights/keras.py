@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..model import Shortcut, Xception
+from ..models.xception import Shortcut, Xception
 
 # Keras layer type -> its variables, in the order Keras stores them
 VARIABLES = {

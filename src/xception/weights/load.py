@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.imagenet import NUM_CLASSES, imagenet_class_names
+from ..data.preprocess import Preprocess, keras_imagenet
 from ..errors import ConfigError, WeightsError
-from ..imagenet import NUM_CLASSES, imagenet_class_names
-from ..model import Xception
-from ..preprocess import Preprocess, keras_imagenet
-from ..registry import create_model
-from . import io, keras, timm
+from ..models.registry import create_model
+from ..models.xception import Xception
+from . import keras, native, timm
 from .detect import read_torch, safetensors_metadata, sniff
 
 NUMERICS_KEYS = ("padding", "stem_padding", "bn_eps")
@@ -59,16 +59,16 @@ class Loaded:
 
 def read_source(path: str | Path) -> Source:
     """Detect the format of ``path`` (a file, or a run folder) and read it."""
-    p = io.resolve_weights_path(path)
+    p = native.resolve_weights_path(path)
     container = sniff(p)
     if container in ("hdf5", "keras_zip"):
         layers, layout = keras.read_layers(p, container)
         return Source(p, "keras", f"Keras Xception weights ({layout})", keras_layers=layers)
     if container == "safetensors":
         raw = safetensors_metadata(p)
-        if raw.get("format") == io.FORMAT:
-            return Source(p, "xception", "xception safetensors", meta=io.read_metadata(p))
-        state, what = io._read_tensors(p), "safetensors"
+        if raw.get("format") == native.FORMAT:
+            return Source(p, "xception", "xception safetensors", meta=native.read_metadata(p))
+        state, what = native._read_tensors(p), "safetensors"
     else:
         state, what = read_torch(p), "PyTorch"
     kind = timm.kind_of(state)
@@ -84,11 +84,11 @@ def _map(model: nn.Module, src: Source,
         return keras.to_state(model, src.keras_layers, ignore_head)
     if src.kind in timm.NUMERICS:
         return timm.to_state(model, src.state, src.kind, ignore_head)
-    state = io._read_tensors(src.path) if src.kind == "xception" else src.state
+    state = native._read_tensors(src.path) if src.kind == "xception" else src.state
     if ignore_head:
         head = {k: v for k, v in model.state_dict().items() if k.startswith("head.classifier.")}
         state = {**{k: v for k, v in state.items() if not k.startswith("head.classifier.")}, **head}
-    io.check_state(model, state, repr(str(src.path)))
+    native.check_state(model, state, repr(str(src.path)))
     return state, [(k, k) for k in state]
 
 
@@ -166,7 +166,7 @@ def load_model(path: str | Path, name: str | None = None,
 def _build_and_load(src: Source, name: str | None,
                     overrides: dict[str, Any]) -> tuple[nn.Module, Loaded, dict[str, Any]]:
     if src.kind == "xception" and name is None and not overrides:
-        model, meta = io.load_model(src.path)
+        model, meta = native.load_model(src.path)
         return model, Loaded(src, [(k, k) for k in model.state_dict()]), meta
     model = _infer_model(src, name, overrides)
     loaded = import_weights(model, src)
@@ -181,6 +181,6 @@ def convert(src_path: str | Path, dst: str | Path, name: str | None = None,
     model, loaded, meta = _build_and_load(read_source(src_path), name, overrides)
     extra = {k: v for k, v in meta.items()
              if k not in ("class_names", "preprocess", "format", "arch", "model_config")}
-    out = io.save_weights(model, dst, class_names=meta.get("class_names"),
+    out = native.save_weights(model, dst, class_names=meta.get("class_names"),
                           preprocess=meta.get("preprocess"), extra=extra)
     return model, loaded, out

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..model import Xception
+from ..models.xception import Xception
 
 NUMERICS = {
     "timm_legacy": {"padding": "symmetric", "stem_padding": "valid", "bn_eps": 1e-5},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...layers import Conv2d, MaxPool2d
+from ...models.layers import Conv2d, MaxPool2d
 from ..optimize import relative_error
 from .ops import batchnorm_act, depthwise_conv, maxpool_add
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...layers import MaxPool2d, same_padding
+from ...models.layers import MaxPool2d, same_padding
 from ..pool import SameMaxPool2d
 from .launch import kernels_run_on
 

@@ -1,0 +1,146 @@
+"""One optimizer step: AMP, gradient accumulation, DDP, EMA, bad batches.
+
+``Engine`` bundles what a step needs; ``train_step`` runs the A micro-batches of one global step,
+skips the update (on every rank) when a loss is not finite, and returns sums that add up across
+steps and processes. The evaluation pass lives in ``xception.evaluation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from ..data import Batch
+from ..distributed import DistContext, any_rank
+from ..evaluation import autocast, loss_sum
+
+
+class EmaDecay:
+    """EMA update with TF's warm-up (``ExponentialMovingAverage(decay, num_updates)``): the decay
+    is min(decay, (1 + n) / (10 + n)) after n updates, so early averages are not stuck at init."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema: list[torch.Tensor], model: list[torch.Tensor], n: torch.Tensor) -> None:
+        steps = int(n)
+        d = min(self.decay, (1 + steps) / (10 + steps))
+        if torch.is_floating_point(ema[0]):
+            torch._foreach_lerp_(ema, model, 1.0 - d)
+        else:
+            for e, m in zip(ema, model, strict=True):
+                e.copy_(m)
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """Polyak averaging (``AveragedModel``) of parameters and BatchNorm statistics."""
+    return AveragedModel(model, multi_avg_fn=EmaDecay(decay), use_buffers=True)
+
+
+@dataclass
+class Engine:
+    model: nn.Module              # what the step calls: maybe DDP- and/or torch.compile-wrapped
+    raw: nn.Module                # the plain module (its state is what gets saved)
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    ctx: DistContext = field(default_factory=DistContext)
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: AveragedModel | None = None
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper, for no_sync()
+    channels_last: bool = False
+    label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+@dataclass
+class StepResult:
+    loss_sum: float = 0.0         # summed over this process's images (NaN/inf if not finite)
+    correct: int = 0              # top-1 hits (multi-label: top prediction is a positive)
+    seen: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    skipped: bool = False         # a loss was not finite on some rank: no update was made
+    stop: bool = False            # some rank was asked to stop
+
+
+def _placeholder(eng: Engine, multi_label: bool, num_classes: int) -> tuple[torch.Tensor, ...]:
+    """A 2-image stand-in for a micro-batch whose images were all unreadable: under DDP every rank
+    must run forward/backward for the gradient all-reduce; its loss is multiplied by 0."""
+    x = torch.zeros((2, *eng.input_shape))
+    y = torch.zeros(2, num_classes) if multi_label else torch.zeros(2, dtype=torch.long)
+    return x, y
+
+
+def train_step(eng: Engine, micros: list[Batch], global_size: int, stop_requested: bool = False,
+               multi_label: bool = False, num_classes: int = 0) -> StepResult:
+    """One optimizer step over this process's micro-batches of a global batch of ``global_size``.
+
+    Each micro-batch's summed loss is scaled by world_size / global_size, so after DDP averages
+    the gradients over ranks and they accumulate over micro-batches, the gradient is the mean over
+    the global batch however it was split.
+    """
+    eng.model.train()
+    res = StepResult()
+    losses, hits = [], []
+    scale = eng.ctx.world_size / global_size
+    zeroed = False
+    for a, batch in enumerate(micros):
+        res.bad += batch.bad
+        real = batch.x is not None
+        if not real and not eng.ctx.enabled:
+            continue
+        x, y = (batch.x, batch.y) if real else _placeholder(eng, multi_label, num_classes)
+        x = x.to(eng.device, non_blocking=True, memory_format=eng.memory_format)
+        y = y.to(eng.device, non_blocking=True)
+        last = a == len(micros) - 1
+        sync = eng.ddp.no_sync() if eng.ddp is not None and not last else contextlib.nullcontext()
+        with sync:
+            with autocast(eng.device, eng.dtype):
+                logits = eng.model(x)
+            loss = loss_sum(logits, y, eng.label_smoothing)
+            step_loss = loss * (scale if real else 0.0)
+            if not zeroed:  # here, after the forward: backward reuses the old gradients' memory
+                eng.opt.zero_grad(set_to_none=True)
+                zeroed = True
+            (eng.scaler.scale(step_loss) if eng.scaler is not None else step_loss).backward()
+        if real:
+            losses.append(loss.detach())
+            top = logits.detach().argmax(1)
+            hits.append(y.gather(1, top[:, None]).sum() if y.dim() == 2 else (top == y).sum())
+            res.seen += len(y)
+    if not zeroed:  # no image was readable: nothing to apply
+        eng.opt.zero_grad(set_to_none=True)
+    if losses:  # one host sync per step for the loss and the hits
+        total, correct = torch.stack([torch.stack(losses).sum(),
+                                      torch.stack(hits).sum().float()]).tolist()
+        res.loss_sum, res.correct = total, int(correct)
+    nonfinite, res.stop = any_rank(eng.ctx, [not math.isfinite(res.loss_sum), stop_requested])
+    if nonfinite:
+        eng.sched.step()
+        res.skipped = True
+        return res
+    if eng.clip_grad_norm:
+        if eng.scaler is not None:
+            eng.scaler.unscale_(eng.opt)
+        nn.utils.clip_grad_norm_(eng.raw.parameters(), eng.clip_grad_norm)
+    if eng.scaler is not None:
+        eng.scaler.step(eng.opt)
+        eng.scaler.update()
+    else:
+        eng.opt.step()
+    eng.sched.step()
+    if eng.ema is not None:
+        eng.ema.update_parameters(eng.raw)
+    return res

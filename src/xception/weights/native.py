@@ -1,0 +1,125 @@
+"""The project's weights format: safetensors whose metadata holds everything to rebuild the model.
+
+Metadata keys (all strings, as safetensors requires): ``format``, ``arch`` (model family),
+``model_config`` (JSON of the config dataclass), and optionally ``class_names`` and ``preprocess``
+(JSON). No pickle is involved anywhere, so a weights file cannot execute code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import WeightsError, WeightsNotFoundError
+from ..files import atomic_write
+from ..models.registry import arch_of, build_model, config_from_dict
+
+FORMAT = "xception/1"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """A weights file, or the ``model.safetensors`` inside a run folder."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / WEIGHTS_NAME
+    if not p.is_file():
+        raise WeightsNotFoundError(f"weights file {str(p)!r} does not exist")
+    return p
+
+
+def save_weights(model: nn.Module, path: str | Path, class_names: list[str] | None = None,
+                 preprocess: dict | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s state (parameters and BN statistics) and its config, atomically."""
+    cfg = model.config
+    meta = {"format": FORMAT, "arch": arch_of(cfg), "model_config": json.dumps(cfg.to_dict())}
+    if class_names is not None:
+        meta["class_names"] = json.dumps(list(class_names))
+    if preprocess is not None:
+        meta["preprocess"] = json.dumps(preprocess)
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return path
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as e:  # safetensors raises its own error types for every kind of damage
+        raise WeightsError(f"{str(path)!r} is not a readable safetensors file ({e}); "
+                           "is it truncated or another format?") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a weights file, JSON values decoded."""
+    p = resolve_weights_path(path)
+    with _open(p) as f:
+        raw = f.metadata() or {}
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _read_tensors(p: Path) -> dict[str, torch.Tensor]:
+    with _open(p) as f:
+        try:
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except Exception as e:
+            raise WeightsError(f"{str(p)!r} is damaged: {e}") from None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Copy ``state`` into ``model`` after checking every key and shape, naming the first misfit."""
+    check_state(model, state, source)
+    model.load_state_dict(state)
+    return model
+
+
+def check_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a WeightsError naming the first key or shape of ``state`` that does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source} does not fit this model: {len(missing)} missing key(s) "
+            f"(first: {missing[:1]}), {len(unexpected)} unexpected (first: {unexpected[:1]})")
+    for k, v in own.items():
+        if state[k].shape != v.shape:
+            raise WeightsError(f"{source}: layer {k!r} has shape {tuple(state[k].shape)} in the "
+                               f"file but {tuple(v.shape)} in the model")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a weights file into an existing model (strict: every key and shape must match)."""
+    p = resolve_weights_path(path)
+    return load_state(model, _read_tensors(p), repr(str(p)))
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a weights file describes, load it, and return it with its metadata."""
+    p = resolve_weights_path(path)
+    meta = read_metadata(p)
+    if meta.get("format") != FORMAT or "model_config" not in meta:
+        raise WeightsError(f"{str(p)!r} has no xception model config in its metadata; "
+                           "build the model yourself and use load_weights(model, path)")
+    try:
+        cfg = config_from_dict(meta["arch"], meta["model_config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise WeightsError(f"{str(p)!r} holds an invalid model config: {e}") from None
+    model = build_model(cfg)
+    load_weights(model, p)
+    return model.eval(), meta

@@ -1,0 +1,105 @@
+"""fuse_model: the fused model is the same model, on the PyTorch fallback and on the
+Triton kernels (interpreted on CPU)."""
+
+import copy
+
+import pytest
+import torch
+
+import xception
+from xception.fast.fuse import FusedStem, FusedXceptionBlock, fuse_model, unfuse
+from xception.fast.kernels.launch import use_backend
+from xception.fast.optimize import relative_error
+from xception.models.xception import XceptionBlock
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def compare(model, fused, x, training, tol):
+    model.train(training)
+    fused.train(training)
+    g = torch.randn(x.shape[0], model.num_classes)
+    y1, y2 = model(x), fused(x)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    assert relative_error(y2, y1) <= tol
+    # gradients that are zero up to rounding (a bias right before a training-mode BN) are
+    # compared on the scale of the whole gradient, not their own
+    floor = 1e-2 * max(float(p.grad.abs().max()) for p in model.parameters())
+    for (name, a), b in zip(model.named_parameters(), fused.parameters(), strict=True):
+        err = float((b.grad - a.grad).abs().max()) / max(float(a.grad.abs().max()), floor)
+        assert err <= tol, (name, err)
+    for (name, a), b in zip(model.named_buffers(), fused.buffers(), strict=True):
+        err = float((b.float() - a.float()).abs().max()) / max(float(a.abs().max()), 1e-2)
+        assert err <= tol, (name, err)
+
+
+def test_fusing_keeps_parameters_and_state_dict(tiny):
+    model = xception.create_model("xception_small", **tiny)
+    keys = list(model.state_dict())
+    params = list(model.parameters())
+    counts = fuse_model(model)
+    assert counts == {"fused": 7, "kept": 0}
+    assert isinstance(model.stem, FusedStem)
+    assert all(isinstance(b, FusedXceptionBlock) for b in model.middle_flow)
+    assert list(model.state_dict()) == keys
+    assert all(p is q for p, q in zip(model.parameters(), params, strict=True))
+    assert model.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    unfuse(model)
+    assert type(model.middle_flow[0]) is XceptionBlock
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(residual=False), dict(padding="symmetric")],
+                         ids=["paper", "no_residual", "symmetric"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_fused_equals_unfused_on_pytorch_fallback(tiny, overrides, training):
+    model = xception.create_model("xception_small", **tiny, **overrides)
+    fused = copy.deepcopy(model)
+    fuse_model(fused)
+    with use_backend("torch"):
+        compare(model, fused, torch.randn(2, 3, 32, 32), training, tol=1e-4)
+
+
+@pytest.mark.parametrize("overrides", [dict(segments=4), dict(order="pointwise_first"),
+                                       dict(mid_norm=True)],
+                         ids=["segments", "pointwise_first", "mid_norm"])
+def test_variants_the_kernels_do_not_cover_are_kept(tiny, overrides):
+    model = xception.create_model("xception_small", **tiny, **overrides)
+    fused = copy.deepcopy(model)
+    assert fuse_model(fused) == {"fused": 0, "kept": 7}
+    compare(model, fused, torch.randn(2, 3, 32, 32), True, tol=1e-4)
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("triton"),
+                    reason="needs triton")
+def test_fused_model_on_kernels_equals_unfused(tiny):
+    """The whole model through the Triton kernels (interpreted on CPU): training step."""
+    from xception.fast.kernels.launch import kernels_run_on
+
+    model = xception.create_model("xception_small", **tiny, min_input_size=16)
+    fused = copy.deepcopy(model)
+    fuse_model(fused)
+    x = torch.randn(2, 3, 24, 24)  # at 16 px the exit flow's BNs see 2 values: ill-conditioned
+    assert kernels_run_on(x) or torch.cuda.is_available()
+    if torch.cuda.is_available():
+        model, fused, x = model.cuda(), fused.cuda(), x.cuda()
+    compare(model, fused, x, True, tol=1e-4)
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("triton"),
+                    reason="needs triton")
+def test_folded_model_on_kernels_equals_eval_model(tiny):
+    """optimize_for_inference(kernels=True): folded BNs, fused ReLU/pool/add kernels."""
+    from weights_helpers import randomize_bn
+
+    from xception.fast import optimize_for_inference
+
+    model = randomize_bn(xception.create_model("xception_small", **tiny, min_input_size=16)).eval()
+    fast = optimize_for_inference(model, kernels=True, verify=False)
+    assert isinstance(fast.middle_flow[0], FusedXceptionBlock)
+    assert isinstance(fast.stem, FusedStem)
+    x = torch.randn(2, 3, 24, 24)
+    if torch.cuda.is_available():
+        model, fast, x = model.cuda(), fast.cuda(), x.cuda()
+    with torch.no_grad():
+        assert relative_error(fast(x), model(x)) <= 1e-4

@@ -1,0 +1,98 @@
+"""Kill a run (SIGKILL after a checkpoint, or SIGTERM), resume it: the result is bitwise the same.
+
+The tiny run uses everything whose state must survive: SGD momentum, a cosine LR schedule, EMA,
+dropout (RNG), random augmentation and a shuffled data order, and it is stopped mid-epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_RUN, cli_env, run_cli
+from safetensors.torch import load_file
+
+from xception.training.checkpoint import CHECKPOINT
+from xception.training.config import RunConfig, apply_overrides
+from xception.training.fit import fit
+
+RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_size=8",
+       "train.epochs=3", "train.checkpoint_every=3", "model.dropout=0.3", "train.ema=true",
+       "train.ema_decay=0.9"]
+TIMING = {"train_img_per_s", "epoch_seconds", "peak_mem_mb"}
+
+
+def _sets(extra: list[str]) -> list[str]:
+    return [arg for s in RUN + extra for arg in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run (in this process; same thread count as the CLI runs)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    fit(apply_overrides(RunConfig(), RUN), out, log=lambda _: None)
+    return out
+
+
+def _same_run(a: Path, b: Path) -> None:
+    for name in ("model.safetensors", "model_raw.safetensors"):
+        wa, wb = load_file(a / name), load_file(b / name)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), f"{name}: {k} differs"
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in TIMING}
+             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b)]
+    assert rows[0] == rows[1]
+
+
+def _start(out: Path, extra: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "xception", "train", "--out", str(out),
+                             *_sets(extra)], env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not (out / CHECKPOINT).exists():
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+def _step(out: Path) -> int:
+    return torch.load(out / CHECKPOINT, weights_only=True)["progress"]["global_step"]
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = _start(out, [])
+    _wait_for_checkpoint(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert _step(out) < 60 and not (out / "model.safetensors").exists()
+    cfg = RunConfig.load(out / "config.json")
+    fit(cfg, out, log=lambda _: None, resume=True)  # the API path (the CLI one is tested below)
+    _same_run(reference, out)
+
+
+def test_sigterm_saves_exits_0_and_resumes_bitwise(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = _start(out, ["data.num_workers=1"])  # a worker process too: it must not die first
+    _wait_for_checkpoint(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "interrupted at step" in stdout and "--resume" in stdout
+    stopped_at = _step(out)
+    assert 3 <= stopped_at < 60
+    assert not (out / "model.safetensors").exists()
+    proc = run_cli("train", "--resume", str(out), "--set", "data.num_workers=0", check=True)
+    assert f"resuming at epoch {stopped_at // 20 + 1} step {stopped_at % 20}" in proc.stdout
+    _same_run(reference, out)

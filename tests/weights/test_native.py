@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+import xception
+from xception import create_model, load_model, load_weights, save_weights
+from xception.errors import WeightsError, WeightsNotFoundError
+from xception.weights import native as wio
+from xception.weights import read_metadata
+
+
+def test_save_then_load_model_gives_identical_outputs(tiny, tmp_path):
+    m = create_model("xception_small", residual=False, segments=2, **tiny).eval()
+    with torch.no_grad():  # non-trivial BN statistics must travel too
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+    path = save_weights(m, tmp_path / "w.safetensors", class_names=list("abcdefghij"),
+                        preprocess={"image_size": 16, "in_chans": 3, "mode": "minus_one_one"})
+    loaded, meta = load_model(path)
+    assert loaded.config == m.config
+    assert meta["class_names"][0] == "a" and meta["arch"] == "xception"
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
+def test_run_folder_resolves_to_its_weights(tiny, tmp_path):
+    m = create_model("xception_small", **tiny)
+    save_weights(m, tmp_path / "model.safetensors")
+    assert read_metadata(tmp_path)["model_config"]["middle_repeats"] == 2
+    assert isinstance(load_weights(create_model("xception_small", **tiny), tmp_path), xception.Xception)
+
+
+def test_missing_weights(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_or_truncated_weights(tiny, tmp_path, damage):
+    good = save_weights(create_model("xception_small", **tiny), tmp_path / "good.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    data = good.read_bytes()
+    bad.write_bytes({"garbage": b"\x00not a safetensors file" * 10,
+                     "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with pytest.raises(WeightsError, match="bad.safetensors"):
+        load_model(bad)
+
+
+def test_wrong_architecture_names_layer_and_both_shapes(tiny, tmp_path):
+    path = save_weights(create_model("xception_small", **tiny), tmp_path / "small.safetensors")
+    wide = create_model("xception_small", **{**tiny, "stem_channels": (8, 12)})
+    with pytest.raises(WeightsError, match=r"layer 'stem.conv2.weight' has shape \(8, 8, 3, 3\) in "
+                       r"the file but \(12, 8, 3, 3\) in the model"):
+        load_weights(wide, path)
+    with pytest.raises(WeightsError, match="missing key"):
+        load_weights(create_model("xception_small", **{**tiny, "middle_repeats": 3}), path)
+
+
+def test_failed_save_leaves_no_file(tiny, tmp_path, monkeypatch):
+    def broken(tensors, filename, metadata):
+        with open(filename, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(wio, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(create_model("xception_small", **tiny), tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []
