@@ -12,8 +12,8 @@ Order (each section is written to the JSON as soon as it ends, so a timeout keep
    and 1: eager, then CUDA graphs, then activation checkpointing (memory), then torch.compile
    while the time budget lasts. Contenders: ours, ours_opt, ours_fused, timm's legacy_xception
    (if importable: installed, or a wheel in benchmarks/wheels/), torchvision's inception_v3.
-Only torch, torchvision and triton are needed on the GPU machine: without safetensors the
-package's weights I/O is stubbed out (this script does not use it).
+Only torch, torchvision and triton are needed on the GPU machine: the package imports
+safetensors only where weights are read or written, which this script never does.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import os
 import sys
 import time
 import traceback
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +45,7 @@ def _parse() -> argparse.Namespace:
 
 
 def _prepare_imports(dry_run: bool) -> None:
-    """Interpreter flag before triton loads; package path; optional timm wheel; stub for
-    safetensors (weights I/O) where it is missing."""
+    """Interpreter flag before triton loads; package path; optional timm wheel."""
     if dry_run:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     sys.path.insert(0, str(ROOT / "src"))
@@ -57,17 +55,6 @@ def _prepare_imports(dry_run: bool) -> None:
         wheels = sorted(glob.glob(str(ROOT / "benchmarks" / "wheels" / "timm-*.whl")))
         if wheels:
             sys.path.insert(0, wheels[-1])  # a pure-Python wheel imports straight from the zip
-    try:
-        import safetensors  # noqa: F401
-    except ImportError:
-        def missing(*args, **kwargs):
-            raise RuntimeError("safetensors is not installed on this machine")
-        stub = types.ModuleType("safetensors")
-        stub.safe_open = missing
-        stub_torch = types.ModuleType("safetensors.torch")
-        stub_torch.save_file = stub_torch.load_file = missing
-        stub.torch = stub_torch
-        sys.modules["safetensors"], sys.modules["safetensors.torch"] = stub, stub_torch
 
 
 class Report:

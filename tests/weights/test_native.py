@@ -1,11 +1,12 @@
 import pytest
+import safetensors.torch
 import torch
 
 import xception
 from xception import create_model, load_model, load_weights, save_weights
 from xception.errors import WeightsError, WeightsNotFoundError
-from xception.weights import native as wio
 from xception.weights import read_metadata
+from xception.weights.native import load_native_model
 
 
 def test_save_then_load_model_gives_identical_outputs(tiny, tmp_path):
@@ -64,7 +65,21 @@ def test_failed_save_leaves_no_file(tiny, tmp_path, monkeypatch):
             f.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(wio, "save_file", broken)
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)  # save_weights imports it per call
     with pytest.raises(OSError, match="disk full"):
         save_weights(create_model("xception_small", **tiny), tmp_path / "w.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_native_loader_reads_project_files_only(tiny, tmp_path):
+    m = create_model("xception_small", **tiny).eval()
+    bare = tmp_path / "bare.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(bare))
+    with pytest.raises(WeightsError, match="no xception model config"):
+        load_native_model(bare)
+    loaded, _ = load_model(bare, "xception_small", **tiny)  # the public loader reads any format
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+    native, meta = load_native_model(save_weights(m, tmp_path / "own.safetensors"))
+    assert native.config == m.config and meta["format"] == "xception/1"

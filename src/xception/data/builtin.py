@@ -18,8 +18,6 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 
-DIGITS_CLASSES = tuple(str(i) for i in range(10))
-
 
 def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     """A stratified split that depends only on the labels and the seed (stable across machines)."""

@@ -8,12 +8,14 @@ a resumed run reproduces every crop. Unreadable files come back as ``BadSample``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:  # annotations only: the transforms are built (and torchvision imported) elsewhere
+    from torchvision.transforms import v2
 
 from .images import BadSample, read_image, sample_seed
 

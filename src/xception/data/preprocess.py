@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import v2
 
 from ..errors import DataError
 
@@ -77,7 +76,9 @@ def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
 
         return eval_transform(pre.image_size, pre.in_chans, pre.crop_fraction,
                               pre.interpolation)(im)
-    x = v2.functional.pil_to_tensor(im).float().unsqueeze(0)
+    from torchvision.transforms.v2.functional import pil_to_tensor  # lazy: ~1 s, and imports triton
+
+    x = pil_to_tensor(im).float().unsqueeze(0)
     if pre.interpolation == "keras":
         return x[0] / 127.5 - 1  # Keras' preprocess_input, to the last bit
     x = F.interpolate(x / 255.0, size=(pre.image_size, pre.image_size), mode=pre.interpolation,

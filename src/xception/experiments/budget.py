@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.registry import build_model, model_config
 
@@ -33,6 +32,8 @@ def count_parameters(model: str, overrides: dict[str, Any]) -> int:
 @torch.no_grad()
 def count_macs(net: torch.nn.Module, image_size: int, in_chans: int) -> int:
     """Multiply-adds of one forward pass on one image (convs and linears, as the paper counts)."""
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton: only when counting
+
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..files import atomic_write  # noqa: E402
-from .stats import by_variant  # noqa: E402
+from ..files import atomic_write
+from ..training.curves import agg_pyplot
+from .stats import by_variant
 
 
 def _save(fig, path: Path) -> Path:
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
-        plt.close(fig)
+        agg_pyplot().close(fig)
 
 
-def plot_curves(records: list[dict], path: Path, title: str) -> Path:
+def plot_seed_curves(records: list[dict], path: Path, title: str) -> Path:
     """Val top-1 and val loss per epoch: mean line, mean ± std band over seeds.
 
     The loss axis is logarithmic, where mean - std can be <= 0: that band edge is floored at the
     lowest seed's loss, so the band never claims values no seed reached."""
+    plt = agg_pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (variant, runs) in enumerate(by_variant(records).items()):
         epochs = np.array([h["epoch"] for h in runs[0]["history"]])
@@ -47,6 +45,7 @@ def plot_curves(records: list[dict], path: Path, title: str) -> Path:
 
 def plot_summary(rows: list[dict], path: Path, title: str) -> Path:
     """Final val top-1 per variant with ±std error bars; parameter counts in the labels."""
+    plt = agg_pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 4.2))
     x = np.arange(len(rows))
     means = [100 * r["final_top1"][0] for r in rows]

@@ -7,7 +7,6 @@ flows or training.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +14,6 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 
-Padding = Literal["tf_same", "symmetric", "valid"]
 PADDINGS: tuple[str, ...] = ("tf_same", "symmetric", "valid")
 ORDERS: tuple[str, ...] = ("depthwise_first", "pointwise_first")
 ACTIVATIONS: tuple[str | None, ...] = (None, "relu", "elu")
@@ -42,6 +40,9 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
 
     TF puts the odd pixel of an odd total *after* the input; PyTorch's symmetric ``padding=k//2``
     cannot express that, which is why stride-2 layers on even inputs differ between the two.
+    The arithmetic is the one timm uses (``get_same_padding`` in ``timm/layers/padding.py``, by
+    Ross Wightman, Apache-2.0): total = max((ceil(size / stride) - 1) * stride + effective kernel
+    - size, 0), split with the smaller half first.
     """
     effective = (kernel - 1) * dilation + 1
     out = -(-size // stride)
@@ -61,6 +62,11 @@ def static_padding(kernel: int, stride: int, dilation: int, mode: str) -> int | 
 
 
 def pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int, value: float) -> torch.Tensor:
+    """``x`` padded by ``value`` so a conv/pool over it gives TensorFlow's "same" output.
+
+    The same rule as timm's ``pad_same`` (``timm/layers/padding.py``): ``same_padding`` per spatial
+    dimension, applied with ``F.pad`` only when non-zero; ``value`` is -inf for max pooling.
+    """
     # int(): a traced export (ONNX) bakes the padding for its input size in as constants, instead
     # of recording the floor divisions, which the exporter would turn into truncating ones
     top, bottom = same_padding(int(x.shape[-2]), kernel, stride, dilation)
@@ -126,7 +132,8 @@ def batch_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
 
 
-def activation(name: str | None) -> nn.Module:
+def activation_layer(name: str | None) -> nn.Module:
+    """The module between depthwise and pointwise convs: ReLU, ELU or none (paper Fig. 10)."""
     check_choice("mid_activation", name, ACTIVATIONS)
     if name == "relu":
         return nn.ReLU(inplace=True)
@@ -174,7 +181,7 @@ class SpectrumConv(nn.Module):
         self.spatial = Conv2d(mid, mid, kernel_size, stride=stride, dilation=dilation,
                               groups=segments, padding=padding)
         self.mid_norm = batch_norm(mid, norm_eps, norm_momentum) if mid_norm else nn.Identity()
-        self.mid_act = activation(mid_activation)
+        self.mid_act = activation_layer(mid_activation)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
-import matplotlib
+from ..files import atomic_write
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from ..files import atomic_write  # noqa: E402
+def agg_pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed), imported when a plot is drawn:
+    matplotlib takes about a second to import and most commands never plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Loss (train and val) and val top-1 per epoch, side by side."""
+    plt = agg_pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")

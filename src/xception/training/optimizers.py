@@ -92,9 +92,10 @@ def lr_rule(cfg: ScheduleSection, total_steps: int, steps_per_epoch: int = 1, ba
                   warmup, cfg.decay_rate, cfg.decay_every, cfg.decay_unit)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleSection, total_steps: int,
-                    peak_lr: float | None = None, steps_per_epoch: int = 1, batch: int = 1,
+def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleSection, total_steps: int, *,
+                    steps_per_epoch: int = 1, batch: int = 1,
                     epoch_samples: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step ``LambdaLR`` over ``total_steps`` (``peak_lr`` is the optimizer's lr already)."""
+    """A per-step ``LambdaLR`` over ``total_steps``: it scales the optimizer's own lr (the peak),
+    so the schedule needs no lr of its own."""
     rule = lr_rule(cfg, total_steps, steps_per_epoch, batch, epoch_samples)
     return torch.optim.lr_scheduler.LambdaLR(opt, rule)

@@ -66,9 +66,9 @@ def read_source(path: str | Path) -> Source:
         return Source(p, "keras", f"Keras Xception weights ({layout})", keras_layers=layers)
     if container == "safetensors":
         raw = safetensors_metadata(p)
-        if raw.get("format") == native.FORMAT:
+        if raw.get("format") == native.WEIGHTS_FORMAT:
             return Source(p, "xception", "xception safetensors", meta=native.read_metadata(p))
-        state, what = native._read_tensors(p), "safetensors"
+        state, what = native.read_safetensors(p), "safetensors"
     else:
         state, what = read_torch(p), "PyTorch"
     kind = timm.kind_of(state)
@@ -84,7 +84,7 @@ def _map(model: nn.Module, src: Source,
         return keras.to_state(model, src.keras_layers, ignore_head)
     if src.kind in timm.NUMERICS:
         return timm.to_state(model, src.state, src.kind, ignore_head)
-    state = native._read_tensors(src.path) if src.kind == "xception" else src.state
+    state = native.read_safetensors(src.path) if src.kind == "xception" else src.state
     if ignore_head:
         head = {k: v for k, v in model.state_dict().items() if k.startswith("head.classifier.")}
         state = {**{k: v for k, v in state.items() if not k.startswith("head.classifier.")}, **head}
@@ -166,7 +166,7 @@ def load_model(path: str | Path, name: str | None = None,
 def _build_and_load(src: Source, name: str | None,
                     overrides: dict[str, Any]) -> tuple[nn.Module, Loaded, dict[str, Any]]:
     if src.kind == "xception" and name is None and not overrides:
-        model, meta = native.load_model(src.path)
+        model, meta = native.load_native_model(src.path)
         return model, Loaded(src, [(k, k) for k in model.state_dict()]), meta
     model = _infer_model(src, name, overrides)
     loaded = import_weights(model, src)
@@ -182,5 +182,5 @@ def convert(src_path: str | Path, dst: str | Path, name: str | None = None,
     extra = {k: v for k, v in meta.items()
              if k not in ("class_names", "preprocess", "format", "arch", "model_config")}
     out = native.save_weights(model, dst, class_names=meta.get("class_names"),
-                          preprocess=meta.get("preprocess"), extra=extra)
+                              preprocess=meta.get("preprocess"), extra=extra)
     return model, loaded, out

@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from .launch import cdiv, channel_block, launch, rows_block
+from .launch import TARGET_PROGRAMS, cdiv, channel_block, launch, rows_block
 
 ROWS = 64           # rows per step of the reduction loops
-TARGET_PROGRAMS = 1024
 
 
 def _stats_kernel(x_ptr, mean_ptr, m2_ptr, M, C, rows_per_prog,

@@ -17,10 +17,8 @@ import torch
 from torch import nn
 
 from ...models.layers import Conv2d, MaxPool2d
-from ..optimize import relative_error
+from ..optimize import TOLERANCE, relative_error  # the bounds, by dtype, that optimize_for_inference uses
 from .ops import batchnorm_act, depthwise_conv, maxpool_add
-
-TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
 
 
 @dataclass(frozen=True)

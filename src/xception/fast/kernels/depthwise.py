@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from .launch import cdiv, channel_block, launch, next_pow2, rows_block
+from .launch import TARGET_PROGRAMS, cdiv, channel_block, launch, next_pow2, rows_block
 
 BLOCK_P = 32            # output (or input) positions per program
 WEIGHT_ROWS = 64        # positions per step of the weight-gradient reduction
-TARGET_PROGRAMS = 1024
 
 
 def _dw_forward_kernel(x_ptr, w_ptr, y_ptr, scale_ptr, shift_ptr, P, H, W, C, OH, OW,

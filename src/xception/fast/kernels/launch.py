@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 BACKENDS = ("auto", "torch")
+# programs a kernel grid aims for: enough to fill every SM of a large GPU several times over
+TARGET_PROGRAMS = 1024
 _backend = "auto"
 
 
