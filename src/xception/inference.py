@@ -35,7 +35,10 @@ def evaluate_saved(path: str | Path, batch_size: int = 256, device: str = "auto"
     if "data_config" not in meta:
         raise WeightsError(f"{str(path)!r} does not say which data it was trained on "
                            "(no data_config in its metadata)")
-    data = RunConfig.from_dict({"data": meta["data_config"]}).data
+    # the saved model section too, so data.image_size is checked against that model's minimum
+    section = {"name": meta["model_name"], "overrides": meta.get("model_config", {})} \
+        if "model_name" in meta else {}
+    data = RunConfig.from_dict({"model": section, "data": meta["data_config"]}).data
     _, val_ds, info = build_datasets(data)
     return {"data": data.name, **evaluate(model, make_loader(val_ds, batch_size, False), dev,
                                           class_weights=info.class_weights)}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from xception import Xception, XceptionConfig, block_table, create_model
+from xception import Xception, XceptionConfig, block_table, create_model, model_config
 from xception.errors import ConfigError, InputError
 from xception.models.xception import Shortcut
 
@@ -153,9 +153,22 @@ def test_bad_model_settings_raise_before_building(overrides, message):
 
 def test_config_round_trips_through_a_dict():
     cfg = XceptionConfig(residual=False, fc_layers=(16,), segments=4)
-    assert XceptionConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="unknown Xception setting"):
-        XceptionConfig.from_dict({"widht": 3})
+    assert model_config("xception", **cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"has no setting\(s\) \['widht'\]"):
+        model_config("xception", widht=3)
+
+
+def test_block_table_is_built_once_per_config(monkeypatch):
+    import xception.models.xception as xmod
+
+    calls = []
+    real = xmod.block_table
+    monkeypatch.setattr(xmod, "block_table", lambda cfg: calls.append(cfg) or real(cfg))
+    cfg = XceptionConfig(segments=4, stem_channels=(8, 8), entry_channels=(8, 8, 8), middle_channels=8,
+                         middle_repeats=1, exit_channels=(8, 8), final_channels=(8, 8))
+    Xception(cfg)
+    Xception(cfg)
+    assert len(calls) == 1  # validation (segments) and both models read the one table
 
 
 def test_first_relu_of_a_block_does_not_modify_the_residual_input(tiny):

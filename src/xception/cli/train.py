@@ -89,11 +89,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.registry import model_config
     from ..training.fit import fit
 
-    cfg = resolve_config(args)
-    model_config(cfg.model.name, **cfg.model.overrides)  # reject bad model settings up front
+    cfg = resolve_config(args)  # parsed and validated: model, data, batch split, image size
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             from ..errors import ConfigError

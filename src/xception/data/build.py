@@ -28,7 +28,7 @@ from .images import digits_augmentation, eval_transform, train_transform
 from .preprocess import Preprocess
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataSection:
     """The ``data`` section of a run config: which images, how they are split, augmented, loaded."""
 

@@ -16,10 +16,10 @@ import torch
 
 from ..errors import ConfigError
 from ..files import atomic_write_text
-from ..training.config import RunConfig, apply_overrides
+from ..training.config import ModelSection, RunConfig, apply_overrides
 from .budget import MODEL, MODEL_OVERRIDES, RUN_OVERRIDES
 from .definitions import NAMES, Experiment, get_experiment
-from .plots import plot_curves, plot_summary
+from .plots import plot_seed_curves, plot_summary
 from .report import render
 from .runner import run_experiment
 from .stats import summarize, to_csv, to_markdown
@@ -29,9 +29,8 @@ __all__ = ["NAMES", "Experiment", "base_config", "get_experiment", "run"]
 
 def base_config(overrides: list[str] = ()) -> RunConfig:
     """The default budget (see ``budget.py``) with the user's ``--set`` overrides on top."""
-    cfg = apply_overrides(RunConfig(), [f"model.name={MODEL}", *RUN_OVERRIDES, *overrides])
-    cfg.model.overrides = {**MODEL_OVERRIDES, **cfg.model.overrides}
-    return cfg
+    start = RunConfig(model=ModelSection(MODEL, MODEL_OVERRIDES))
+    return apply_overrides(start, [*RUN_OVERRIDES, *overrides])
 
 
 def run(name: str, seeds: int = 3, overrides: list[str] = (), out_dir: str | Path | None = None,
@@ -49,7 +48,7 @@ def run(name: str, seeds: int = 3, overrides: list[str] = (), out_dir: str | Pat
     rows = summarize(records)
     atomic_write_text(out / "results.md", to_markdown(rows))
     atomic_write_text(out / "results.csv", to_csv(rows))
-    plot_curves(records, out / "curves.png", exp.name)
+    plot_seed_curves(records, out / "curves.png", exp.name)
     plot_summary(rows, out / "summary.png", exp.name)
     tc = base.train
     length = f"{tc.max_steps} steps" if tc.max_steps else f"{tc.epochs} epochs"

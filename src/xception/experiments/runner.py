@@ -7,26 +7,23 @@ A run stopped by SIGTERM/SIGINT is not recorded; the experiment stops (``Keyboar
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..training.config import RunConfig
+from ..training.config import ModelSection, RunConfig
 from ..training.fit import fit
 from .budget import count_macs
 from .definitions import Experiment
 
 
 def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int) -> RunConfig:
-    cfg = copy.deepcopy(base)
-    cfg.model.overrides = {**cfg.model.overrides, **overrides}
-    cfg.train.seed = seed
-    cfg.train.progress = False
-    return cfg
+    model = ModelSection(base.model.name, {**base.model.overrides, **overrides})
+    return replace(base, model=model, train=replace(base.train, seed=seed, progress=False))
 
 
 def run_key(cfg: RunConfig) -> str:

@@ -69,10 +69,3 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 def arch_of(cfg: XceptionConfig | InceptionConfig) -> str:
     """The family name stored with saved weights, so they can be rebuilt."""
     return "xception" if isinstance(cfg, XceptionConfig) else "inception_v3"
-
-
-def config_from_dict(arch: str, d: dict) -> XceptionConfig | InceptionConfig:
-    """Rebuild a saved config; the family's defaults are the base, every saved field overrides."""
-    if arch not in ("xception", "inception_v3"):
-        raise ConfigError(f"unknown architecture {arch!r} in saved config")
-    return model_config(arch, **d)

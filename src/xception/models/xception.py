@@ -11,7 +11,8 @@ configs live in ``aligned.py``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -114,24 +115,20 @@ class XceptionConfig:
     def spatial_channels(self) -> set[int]:
         """Channel counts the spatial (kxk) convs see: what ``segments`` has to divide."""
         c, seen = self.stem_channels[1], set()
-        for specs in block_table(self).values():
+        for specs in self.blocks.values():
             for w in (w for spec in specs for w in spec.widths):
                 seen.add(c if self.order == "depthwise_first" else w)
                 c = w
         return seen
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @cached_property
+    def blocks(self) -> dict[str, list[BlockSpec]]:
+        """``block_table(self)``, built once per config: validation and the model both read it."""
+        return block_table(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> XceptionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown Xception setting(s) {unknown}; valid: {sorted(known)}")
-        tuples = {"stem_channels", "entry_channels", "exit_channels", "final_channels", "fc_layers",
-                  "entry_strides"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+    def to_dict(self) -> dict:
+        """The fields (``models.model_config(name, **d)`` builds the config back from it)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -266,7 +263,7 @@ class Xception(HeadMixin, nn.Module):
         self.stem = Stem(cfg)
         c, reduction = cfg.stem_channels[1], cfg.stem_stride
         self.feature_info = [dict(num_chs=c, reduction=reduction, module="stem")]
-        for flow, specs in block_table(cfg).items():
+        for flow, specs in cfg.blocks.items():
             blocks = OrderedDict()
             for spec in specs:
                 blocks[spec.name] = XceptionBlock(spec, c, cfg)

@@ -1,31 +1,75 @@
-"""The run configuration: nested dataclasses, JSON round trip and ``--set key=value`` overrides.
+"""The run configuration: frozen, typed sections, JSON round trip and ``--set key=value`` overrides.
 
 Everything a run does is decided here, before any work starts, so a typo in a key or a bad value
-fails in the first second with the valid choices listed, not after an hour of training.
+fails in the first second with the valid choices listed, not after an hour of training. A
+``RunConfig`` is validated when it is made and cannot be changed afterwards (``dataclasses.replace``
+or ``apply_overrides`` make a new, validated one), so what was checked is what runs. The ``model``
+section is parsed into the model's own config dataclass at the same moment (``cfg.model.config``).
 Sections: model, data, optimizer (``optim`` is accepted as an alias), schedule, train.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..data import DataSection
 from ..errors import ConfigError
+from ..models import InceptionConfig, XceptionConfig, model_config
+
+ModelConfig = XceptionConfig | InceptionConfig
 
 
-@dataclass
+class ReadOnlyDict(dict):
+    """A dict that refuses changes (JSON, ``==`` and ``repr`` as a dict): a section's mapping
+    cannot drift from what was validated. Make a new config with ``apply_overrides`` instead."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a RunConfig cannot be changed after it is validated; make a new one with "
+                        "apply_overrides(cfg, [...]) or dataclasses.replace")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple:
+        return type(self), (dict(self),)
+
+
+@dataclass(frozen=True)
 class ModelSection:
+    """A registered model name plus any fields of its config, e.g. ``{"residual": False}``.
+
+    Parsed into the model's config dataclass when the section is made (``config``): a bad name,
+    field or value (``segments`` that does not divide a width) fails here, with the run config.
+    ``overrides`` is read-only, so the parsed config cannot go stale.
+    """
+
     name: str = "xception_small"
-    # any field of the model's config (XceptionConfig / InceptionConfig), e.g. residual=False
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", ReadOnlyDict(self.overrides))
+        object.__setattr__(self, "_config", model_config(self.name, **self.overrides))
+
+    @property
+    def config(self) -> ModelConfig:
+        """The parsed, validated model config (``XceptionConfig`` or ``InceptionConfig``)."""
+        return self._config  # type: ignore[attr-defined]
+
+    def for_data(self, num_classes: int, in_chans: int) -> ModelConfig:
+        """``config`` with the dataset's class and channel counts, where the run did not set them."""
+        given = {"num_classes": num_classes, "in_chans": in_chans}
+        changes = {k: v for k, v in given.items()
+                   if k not in self.overrides and getattr(self.config, k) != v}
+        return replace(self.config, **changes) if changes else self.config
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizerSection:
     name: str = "sgd"             # sgd | adamw | rmsprop
     lr: float = 0.1               # peak learning rate (for lr_reference_batch, if set)
@@ -39,7 +83,7 @@ class OptimizerSection:
     clip_grad_norm: float = 0.0   # >0: clip the global gradient norm to this
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScheduleSection:
     name: str = "cosine"          # cosine (linear warm-up, cosine decay) | step | constant
     warmup_fraction: float = 0.15  # of all steps (cosine and step)
@@ -48,7 +92,7 @@ class ScheduleSection:
     decay_unit: str = "epochs"    # epochs | samples | steps
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSection:
     epochs: int = 8
     max_steps: int = 0            # >0: stop after this many optimizer steps (a fixed budget)
@@ -72,7 +116,7 @@ class TrainSection:
     dist_backend: str = "auto"    # torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -80,13 +124,18 @@ class RunConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     train: TrainSection = field(default_factory=TrainSection)
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     @property
     def optim(self) -> OptimizerSection:
         """The old name of the ``optimizer`` section, kept for callers written against it."""
         return self.optimizer
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain, JSON-ready values (what ``config.json`` holds; ``from_dict`` reads it back)."""
+        return {s.name: {f.name: _plain(getattr(getattr(self, s.name), f.name))
+                         for f in fields(getattr(self, s.name))} for s in fields(self)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -95,9 +144,7 @@ class RunConfig:
     def from_dict(cls, d: dict) -> RunConfig:
         if isinstance(d, dict):
             d = rename_aliases(d)
-        cfg = _build(cls, d, "")
-        validate(cfg)
-        return cfg
+        return _build(cls, d, "")  # validated as it is made
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -157,14 +204,36 @@ _RANGES: list[tuple[str, Any, str]] = [
 
 
 def validate(cfg: RunConfig) -> None:
-    """Reject out-of-range values and combinations that cannot work, naming the key."""
+    """Reject out-of-range values and combinations that cannot work, naming the key.
+
+    Runs once, when a ``RunConfig`` is made. Under torchrun the process count is known then
+    (``WORLD_SIZE``), so a global batch that does not split over the processes fails here too.
+    """
     flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
     for key, ok, what in _RANGES:
         if not ok(flat[key]):
             raise ConfigError(f"{key} must be {what}, got {flat[key]!r}")
-    if cfg.train.batch_size % cfg.train.accum_steps:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by "
-                          f"train.accum_steps={cfg.train.accum_steps}")
+    tc, world = cfg.train, world_size()
+    if tc.batch_size % (world * tc.accum_steps):
+        raise ConfigError(f"train.batch_size={tc.batch_size} (global) must be divisible by "
+                          f"{world} process(es) x train.accum_steps={tc.accum_steps}")
+    size, least = cfg.data.image_size, cfg.model.config.min_input_size
+    if size < least:
+        raise ConfigError(f"data.image_size={size}: input {size}x{size} is smaller than "
+                          f"{cfg.model.name}'s minimum of {least}x{least}; set data.image_size "
+                          f"to at least {least}")
+
+
+def world_size() -> int:
+    """The number of training processes: torchrun's ``WORLD_SIZE``, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value  # a ReadOnlyDict as a plain dict
 
 
 def rename_aliases(d: dict) -> dict:
@@ -208,8 +277,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
           float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           bool: lambda v: isinstance(v, bool),
           str: lambda v: isinstance(v, str)}
-    if origin is dict:
-        if not isinstance(value, dict):
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return value
     if hint in ok and not ok[hint](value):

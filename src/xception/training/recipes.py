@@ -8,6 +8,7 @@ not give (batch size, epochs, augmentation, EMA decay) are marked "ours" below.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..errors import ConfigError
 from .config import (
@@ -99,8 +100,8 @@ def paper_jft_fc() -> RunConfig:
             --data /data/jft --out runs/xception-jft-fc
     """
     cfg = paper_jft()
-    cfg.model.overrides["fc_layers"] = [4096, 4096]
-    return cfg
+    return replace(cfg, model=ModelSection(cfg.model.name, {**cfg.model.overrides,
+                                                            "fc_layers": [4096, 4096]}))
 
 
 RECIPES: dict[str, Callable[[], RunConfig]] = {
@@ -116,7 +117,7 @@ def list_recipes() -> list[str]:
 
 
 def get_recipe(name: str) -> RunConfig:
-    """A fresh copy of a named recipe (changing it does not change the recipe)."""
+    """A named recipe: a validated, immutable ``RunConfig`` (change it with ``apply_overrides``)."""
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {list_recipes()}")
-    return RunConfig.from_dict(RECIPES[name]().to_dict())  # validated like any other config
+    return RECIPES[name]()

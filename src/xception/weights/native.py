@@ -3,6 +3,9 @@
 Metadata keys (all strings, as safetensors requires): ``format``, ``arch`` (model family),
 ``model_config`` (JSON of the config dataclass), and optionally ``class_names`` and ``preprocess``
 (JSON). No pickle is involved anywhere, so a weights file cannot execute code.
+
+``safetensors`` is imported by the functions that read or write files, so importing the package
+(or ``xception.weights``) does not load it.
 """
 
 from __future__ import annotations
@@ -12,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import WeightsError, WeightsNotFoundError
 from ..files import atomic_write
-from ..models.registry import arch_of, build_model, config_from_dict
+from ..models.registry import arch_of, build_model, model_config
 
-FORMAT = "xception/1"
+WEIGHTS_FORMAT = "xception/1"  # the metadata "format" of the project's files
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -37,8 +38,10 @@ def resolve_weights_path(path: str | Path) -> Path:
 def save_weights(model: nn.Module, path: str | Path, class_names: list[str] | None = None,
                  preprocess: dict | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s state (parameters and BN statistics) and its config, atomically."""
+    from safetensors.torch import save_file
+
     cfg = model.config
-    meta = {"format": FORMAT, "arch": arch_of(cfg), "model_config": json.dumps(cfg.to_dict())}
+    meta = {"format": WEIGHTS_FORMAT, "arch": arch_of(cfg), "model_config": json.dumps(cfg.to_dict())}
     if class_names is not None:
         meta["class_names"] = json.dumps(list(class_names))
     if preprocess is not None:
@@ -52,6 +55,8 @@ def save_weights(model: nn.Module, path: str | Path, class_names: list[str] | No
 
 
 def _open(path: Path):
+    from safetensors import safe_open
+
     try:
         return safe_open(str(path), framework="pt")
     except Exception as e:  # safetensors raises its own error types for every kind of damage
@@ -73,19 +78,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _read_tensors(p: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(p: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (the project's, or a bare state dict), on the CPU."""
     with _open(p) as f:
         try:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except Exception as e:
             raise WeightsError(f"{str(p)!r} is damaged: {e}") from None
-
-
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """Copy ``state`` into ``model`` after checking every key and shape, naming the first misfit."""
-    check_state(model, state, source)
-    model.load_state_dict(state)
-    return model
 
 
 def check_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -103,23 +102,21 @@ def check_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
                                f"file but {tuple(v.shape)} in the model")
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a weights file into an existing model (strict: every key and shape must match)."""
-    p = resolve_weights_path(path)
-    return load_state(model, _read_tensors(p), repr(str(p)))
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a weights file describes, load it, and return it with its metadata."""
+def load_native_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a project weights file (``xception/1`` metadata) describes, loaded and in
+    eval mode, with its metadata. Project files only: ``xception.load_model`` reads every format
+    and calls this for project files."""
     p = resolve_weights_path(path)
     meta = read_metadata(p)
-    if meta.get("format") != FORMAT or "model_config" not in meta:
+    if meta.get("format") != WEIGHTS_FORMAT or "model_config" not in meta:
         raise WeightsError(f"{str(p)!r} has no xception model config in its metadata; "
                            "build the model yourself and use load_weights(model, path)")
     try:
-        cfg = config_from_dict(meta["arch"], meta["model_config"])
+        cfg = model_config(meta["arch"], **meta["model_config"])  # every field is saved
     except (ValueError, TypeError, KeyError) as e:
         raise WeightsError(f"{str(p)!r} holds an invalid model config: {e}") from None
     model = build_model(cfg)
-    load_weights(model, p)
+    state = read_safetensors(p)
+    check_state(model, state, repr(str(p)))
+    model.load_state_dict(state)
     return model.eval(), meta
