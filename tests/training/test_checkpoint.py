@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic replacement, last-good fallback, no code execution, RNG round trip."""
+"""Checkpoint files: atomic replacement, last-good fallback, no code execution, RNG round trip,
+and SIGTERM/SIGINT turned into a stop request."""
 
 from __future__ import annotations
 
@@ -12,20 +13,35 @@ import pytest
 import torch
 
 from xception.errors import WeightsError, WeightsNotFoundError
-from xception.training.checkpoint import (
-    CHECKPOINT,
-    PREVIOUS,
-    StopFlag,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from xception.training.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
+from xception.training.signals import StopFlag
+from xception.training.state import rng_state, set_rng_state
 
 
 def test_save_keeps_the_previous_and_leaves_no_temp_files(tmp_path):
     save_checkpoint(tmp_path, {"step": 1, "w": torch.ones(3)})
     save_checkpoint(tmp_path, {"step": 2, "w": torch.zeros(3)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT, PREVIOUS])
+    assert load_checkpoint(tmp_path)["step"] == 2
+    assert torch.load(tmp_path / PREVIOUS, weights_only=True)["step"] == 1
+
+
+def test_the_new_file_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, {"step": 1})
+    events: list[str] = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"-> {os.path.basename(b)}"),
+                                                     replace(a, b))[1])
+    save_checkpoint(tmp_path, {"step": 2})
+    assert events == ["fsync", f"-> {PREVIOUS}", f"-> {CHECKPOINT}"]
+
+
+def test_a_failed_write_leaves_both_checkpoints_as_they_were(tmp_path):
+    save_checkpoint(tmp_path, {"step": 1})
+    save_checkpoint(tmp_path, {"step": 2})
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # a lambda cannot be pickled
+        save_checkpoint(tmp_path, {"step": 3, "f": lambda: 0})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT, PREVIOUS])
     assert load_checkpoint(tmp_path)["step"] == 2
     assert torch.load(tmp_path / PREVIOUS, weights_only=True)["step"] == 1

@@ -20,8 +20,9 @@ from conftest import TINY_RUN, cli_env, save_png, write_manifest
 from safetensors.torch import load_file
 
 from xception.data import build_datasets, make_loader
+from xception.evaluation import evaluate
 from xception.training.config import RunConfig, apply_overrides
-from xception.training.fit import evaluate, fit
+from xception.training.fit import fit
 from xception.weights import load_model
 
 RUN = [*TINY_RUN, "data.train_subset=64", "data.val_subset=13", "train.batch_size=16",

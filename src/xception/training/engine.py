@@ -1,8 +1,8 @@
 """One optimizer step: AMP, gradient accumulation, DDP, EMA, bad batches.
 
-``Engine`` bundles what a step needs; ``train_step`` runs the A micro-batches of one global step,
-skips the update (on every rank) when a loss is not finite, and returns sums that add up across
-steps and processes. The evaluation pass lives in ``xception.evaluation``.
+``Engine`` is the ``TrainState`` plus the step settings; ``train_step`` runs the A micro-batches
+of one global step, skips the update (on every rank) when a loss is not finite, and returns sums
+that add up across steps and processes. The evaluation pass lives in ``xception.evaluation``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..data import Batch
-from ..distributed import DistContext, any_rank
+from ..distributed import any_rank
 from ..evaluation import autocast, loss_sum
+from .state import TrainState
 
 
 class EmaDecay:
@@ -43,22 +44,29 @@ def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=EmaDecay(decay), use_buffers=True)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Engine:
-    model: nn.Module              # what the step calls: maybe DDP- and/or torch.compile-wrapped
-    raw: nn.Module                # the plain module (its state is what gets saved)
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    device: torch.device
-    ctx: DistContext = field(default_factory=DistContext)
-    dtype: torch.dtype | None = None
-    scaler: torch.amp.GradScaler | None = None
-    ema: AveragedModel | None = None
+    """A ``TrainState`` plus how to take a step with it (the settings fixed for the whole run)."""
+
+    state: TrainState             # raw model, optimizer, scheduler, scaler, EMA, process context
+    step_model: nn.Module | None = None  # DDP- and/or compile-wrapped ``state.model``, if so
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper, for no_sync()
+    dtype: torch.dtype | None = None  # autocast dtype; None: fp32
     channels_last: bool = False
     label_smoothing: float = 0.0
     clip_grad_norm: float = 0.0
     input_shape: tuple[int, int, int] = (3, 32, 32)
+    multi_label: bool = False     # for the stand-in of an all-unreadable micro-batch
+    num_classes: int = 0
+
+    @property
+    def model(self) -> nn.Module:
+        """What the step calls."""
+        return self.step_model if self.step_model is not None else self.state.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.state.ctx.device
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -75,33 +83,48 @@ class StepResult:
     stop: bool = False            # some rank was asked to stop
 
 
-def _placeholder(eng: Engine, multi_label: bool, num_classes: int) -> tuple[torch.Tensor, ...]:
+def _placeholder(eng: Engine) -> tuple[torch.Tensor, ...]:
     """A 2-image stand-in for a micro-batch whose images were all unreadable: under DDP every rank
     must run forward/backward for the gradient all-reduce; its loss is multiplied by 0."""
     x = torch.zeros((2, *eng.input_shape))
-    y = torch.zeros(2, num_classes) if multi_label else torch.zeros(2, dtype=torch.long)
+    y = torch.zeros(2, eng.num_classes) if eng.multi_label else torch.zeros(2, dtype=torch.long)
     return x, y
 
 
-def train_step(eng: Engine, micros: list[Batch], global_size: int, stop_requested: bool = False,
-               multi_label: bool = False, num_classes: int = 0) -> StepResult:
+def train_step(eng: Engine, micros: list[Batch], global_size: int,
+               stop_requested: bool = False) -> StepResult:
     """One optimizer step over this process's micro-batches of a global batch of ``global_size``.
 
     Each micro-batch's summed loss is scaled by world_size / global_size, so after DDP averages
     the gradients over ranks and they accumulate over micro-batches, the gradient is the mean over
-    the global batch however it was split.
+    the global batch however it was split. A non-finite loss on any rank skips the update on all
+    of them; the LR schedule still advances, so it stays a function of the step count.
     """
+    st = eng.state
+    res = _accumulate(eng, micros, global_size)
+    nonfinite, res.stop = any_rank(st.ctx, [not math.isfinite(res.loss_sum), stop_requested])
+    if nonfinite:
+        st.scheduler.step()
+        res.skipped = True
+        return res
+    _update(eng)
+    return res
+
+
+def _accumulate(eng: Engine, micros: list[Batch], global_size: int) -> StepResult:
+    """Forward and backward over the micro-batches (DDP syncs on the last); the step's sums."""
+    st = eng.state
     eng.model.train()
     res = StepResult()
     losses, hits = [], []
-    scale = eng.ctx.world_size / global_size
+    scale = st.ctx.world_size / global_size
     zeroed = False
     for a, batch in enumerate(micros):
         res.bad += batch.bad
         real = batch.x is not None
-        if not real and not eng.ctx.enabled:
+        if not real and not st.ctx.enabled:
             continue
-        x, y = (batch.x, batch.y) if real else _placeholder(eng, multi_label, num_classes)
+        x, y = (batch.x, batch.y) if real else _placeholder(eng)
         x = x.to(eng.device, non_blocking=True, memory_format=eng.memory_format)
         y = y.to(eng.device, non_blocking=True)
         last = a == len(micros) - 1
@@ -112,35 +135,35 @@ def train_step(eng: Engine, micros: list[Batch], global_size: int, stop_requeste
             loss = loss_sum(logits, y, eng.label_smoothing)
             step_loss = loss * (scale if real else 0.0)
             if not zeroed:  # here, after the forward: backward reuses the old gradients' memory
-                eng.opt.zero_grad(set_to_none=True)
+                st.optimizer.zero_grad(set_to_none=True)
                 zeroed = True
-            (eng.scaler.scale(step_loss) if eng.scaler is not None else step_loss).backward()
+            (st.scaler.scale(step_loss) if st.scaler is not None else step_loss).backward()
         if real:
             losses.append(loss.detach())
             top = logits.detach().argmax(1)
             hits.append(y.gather(1, top[:, None]).sum() if y.dim() == 2 else (top == y).sum())
             res.seen += len(y)
     if not zeroed:  # no image was readable: nothing to apply
-        eng.opt.zero_grad(set_to_none=True)
+        st.optimizer.zero_grad(set_to_none=True)
     if losses:  # one host sync per step for the loss and the hits
         total, correct = torch.stack([torch.stack(losses).sum(),
                                       torch.stack(hits).sum().float()]).tolist()
         res.loss_sum, res.correct = total, int(correct)
-    nonfinite, res.stop = any_rank(eng.ctx, [not math.isfinite(res.loss_sum), stop_requested])
-    if nonfinite:
-        eng.sched.step()
-        res.skipped = True
-        return res
-    if eng.clip_grad_norm:
-        if eng.scaler is not None:
-            eng.scaler.unscale_(eng.opt)
-        nn.utils.clip_grad_norm_(eng.raw.parameters(), eng.clip_grad_norm)
-    if eng.scaler is not None:
-        eng.scaler.step(eng.opt)
-        eng.scaler.update()
-    else:
-        eng.opt.step()
-    eng.sched.step()
-    if eng.ema is not None:
-        eng.ema.update_parameters(eng.raw)
     return res
+
+
+def _update(eng: Engine) -> None:
+    """Clip the (unscaled) gradients, step the optimizer (through the scaler), schedule, EMA."""
+    st = eng.state
+    if eng.clip_grad_norm:
+        if st.scaler is not None:
+            st.scaler.unscale_(st.optimizer)
+        nn.utils.clip_grad_norm_(st.model.parameters(), eng.clip_grad_norm)
+    if st.scaler is not None:
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+    else:
+        st.optimizer.step()
+    st.scheduler.step()
+    if st.ema is not None:
+        st.ema.update_parameters(st.model)

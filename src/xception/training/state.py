@@ -1,30 +1,34 @@
-"""What a run's checkpoint holds beyond tensors, and putting a run back where it stopped.
+"""Everything a run carries from one step to the next, and putting a run back where it stopped.
 
-``Progress`` is the data position (epoch, step in it) plus the epoch's running sums; ``save_run``
-gathers what every process must contribute (sums, RNG states) and rank 0 writes it;
-``restore_run`` loads model, optimizer, scheduler, scaler, EMA, RNG and position.
+``TrainState`` owns the model, optimizer, LR scheduler, gradient scaler, EMA, the data position
+and epoch sums (``Progress``), the metrics so far and the process RNG states. Its
+``state_dict()`` / ``load_state_dict()`` are what a checkpoint holds; under torchrun both are
+called by every process (sums and RNG states are combined across ranks).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
-from ..distributed import DistContext, all_sum, barrier, gather_tensors
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from ..distributed import DistContext, all_sum, gather_tensors
 from .config import RunConfig
-from .engine import Engine
 
 # settings that may change on --resume without breaking exactness
 RESUME_SAFE = {"train.epochs", "train.max_steps", "train.progress", "train.log_every",
                "train.tensorboard", "train.checkpoint_every", "train.keep_checkpoint",
                "train.device", "train.max_nonfinite", "data.num_workers", "data.prefetch_factor",
                "data.root", "data.download", "data.max_bad_fraction"}
+
+SUMS = ("loss_sum", "correct", "seen", "bad", "skipped")
 
 
 @dataclass
@@ -42,67 +46,118 @@ class Progress:
     skipped: float = 0.0
 
     def sums(self) -> list[float]:
-        return [self.loss_sum, self.correct, self.seen, self.bad, self.skipped]
+        return [getattr(self, k) for k in SUMS]
+
+    def clear_sums(self) -> None:
+        for k in SUMS:
+            setattr(self, k, 0.0)
 
     def new_epoch(self) -> None:
         self.epoch += 1
         self.step_in_epoch = 0
-        self.loss_sum = self.correct = self.seen = self.bad = self.skipped = 0.0
+        self.clear_sums()
+
+
+@dataclass(kw_only=True)
+class TrainState:
+    """What an exact resume restores. ``ctx`` says which process this is: ``state_dict`` and
+    ``load_state_dict`` are collective-aware, so every process of a run must call them."""
+
+    model: nn.Module                  # the plain module (not DDP- or compile-wrapped)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None = None
+    ema: AveragedModel | None = None
+    progress: Progress = field(default_factory=Progress)
+    history: list[dict] = field(default_factory=list)   # one metrics row per finished epoch
+    ctx: DistContext = field(default_factory=DistContext)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint contents: the epoch sums all-reduced, every rank's torch (and CUDA) RNG
+        state gathered. Every process gets the same dict; one of them writes it."""
+        ctx = self.ctx
+        sums = all_sum(ctx, self.progress.sums())
+        rng = rng_state(ctx.device)
+        torch_states = gather_tensors(ctx, rng["torch"])
+        cuda_states = gather_tensors(ctx, rng["cuda"]) if "cuda" in rng else None
+        return {
+            "world_size": ctx.world_size,
+            "progress": asdict(self.progress) | dict(zip(SUMS, sums, strict=True)),
+            "history": self.history, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {"torch": torch_states, "cuda": cuda_states, "numpy": rng["numpy"],
+                    "python": rng["python"]}}
+
+    def load_state_dict(self, state: dict[str, Any], warn: Callable[[str], None] = print) -> None:
+        """Put the run back where ``state`` was taken. Each rank takes its own RNG state (if the
+        world size is unchanged); only rank 0 keeps the saved sums, so they count once."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                warn("warning: the checkpoint has no EMA weights; the average restarts here")
+        self.progress = Progress(**state["progress"])
+        if not self.ctx.is_main:  # the saved sums are over all processes: count them once
+            self.progress.clear_sums()
+        self.history = list(state["history"])
+        self._load_rng(state["rng"], state["world_size"], warn)
+
+    def _load_rng(self, rng: dict[str, Any], world_size: int, warn: Callable[[str], None]) -> None:
+        ctx = self.ctx
+        if world_size != ctx.world_size:
+            warn(f"warning: the checkpoint was written by {world_size} process(es), this run "
+                 f"has {ctx.world_size}; random streams restart (data order is unaffected)")
+            return
+        mine = {"torch": rng["torch"][ctx.rank], "numpy": rng["numpy"], "python": rng["python"]}
+        if rng.get("cuda") is not None:
+            mine["cuda"] = rng["cuda"][ctx.rank]
+        set_rng_state(mine, ctx.device)
+
+
+def warn_changed_settings(saved_config: str, cfg: RunConfig, warn: Callable[[str], None]) -> None:
+    """Resuming with other settings than the checkpoint's (beyond ``RESUME_SAFE``) is allowed,
+    but the result will not be the uninterrupted run's: say so."""
+    old = _flat(RunConfig.from_dict(json.loads(saved_config)).to_dict())
+    new = _flat(cfg.to_dict())
+    changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUME_SAFE)
+    if changed:
+        warn(f"warning: resuming with changed settings {changed}; the result will differ from an "
+             "uninterrupted run")
 
 
 def _flat(d: dict) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()}
 
 
-def save_run(out_dir: Path, cfg: RunConfig, ctx: DistContext, eng: Engine, state: Progress,
-          history: list[dict]) -> None:
-    """Every process takes part (sums and RNG states are gathered); rank 0 writes."""
-    sums = all_sum(ctx, state.sums())
-    rng = rng_state(eng.device)
-    torch_states = gather_tensors(ctx, rng["torch"])
-    cuda_states = gather_tensors(ctx, rng["cuda"]) if "cuda" in rng else None
-    if ctx.is_main:
-        progress = asdict(state) | dict(zip(["loss_sum", "correct", "seen", "bad", "skipped"],
-                                            sums, strict=True))
-        save_checkpoint(out_dir, {
-            "config": cfg.to_json(), "world_size": ctx.world_size, "progress": progress,
-            "history": history, "model": eng.raw.state_dict(),
-            "optimizer": eng.opt.state_dict(), "scheduler": eng.sched.state_dict(),
-            "scaler": eng.scaler.state_dict() if eng.scaler is not None else None,
-            "ema": eng.ema.state_dict() if eng.ema is not None else None,
-            "rng": {"torch": torch_states, "cuda": cuda_states, "numpy": rng["numpy"],
-                    "python": rng["python"]}})
-    barrier(ctx)
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's RNG states in types ``weights_only`` loading accepts."""
+    mt, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def restore_run(ckpt: dict, cfg: RunConfig, ctx: DistContext, raw: nn.Module, opt, sched, scaler,
-             ema, say: Callable[[str], None]) -> tuple[Progress, list[dict]]:
-    old = _flat(RunConfig.from_dict(json.loads(ckpt["config"])).to_dict())
-    new = _flat(cfg.to_dict())
-    changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUME_SAFE)
-    if changed:
-        say(f"warning: resuming with changed settings {changed}; the result will differ from an "
-            "uninterrupted run")
-    raw.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None:
-        if ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        else:
-            say("warning: the checkpoint has no EMA weights; the average restarts here")
-    state = Progress(**ckpt["progress"])
-    if not ctx.is_main:  # the saved sums are over all processes: count them once
-        state.loss_sum = state.correct = state.seen = state.bad = state.skipped = 0.0
-    rng = ckpt["rng"]
-    if ckpt["world_size"] == ctx.world_size:
-        mine = {"torch": rng["torch"][ctx.rank], "numpy": rng["numpy"], "python": rng["python"]}
-        if rng.get("cuda") is not None:
-            mine["cuda"] = rng["cuda"][ctx.rank]
-        set_rng_state(mine, ctx.device)
-    else:
-        say(f"warning: the checkpoint was written by {ckpt['world_size']} process(es), this run "
-            f"has {ctx.world_size}; random streams restart (data order is unaffected)")
-    return state, list(ckpt["history"])
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Undo ``rng_state``: the next draw of torch, numpy and ``random`` is the saved one's."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
