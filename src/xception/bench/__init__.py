@@ -1,13 +1,13 @@
 """The side-by-side benchmark: our model against timm's ``legacy_xception`` and torchvision's
-``inception_v3``, timed in one process with the same settings, and its report."""
+``inception_v3``, timed in one process with the same settings (``timing``), and what it found
+(``results``)."""
 
-from .report import environment, format_table, ratios
-from .runner import (
+from .results import Entry, environment, format_table, ratios
+from .timing import (
            CONTENDERS,
            DEFAULT_CONTENDERS,
            MODES,
            BenchSettings,
-           Entry,
            run_benchmark,
            saved_activation_bytes,
 )

@@ -1,4 +1,5 @@
-"""Reading a benchmark: the machine it ran on, time ratios against the peers, a table."""
+"""What a benchmark found and how it reads: one Entry per contender and mode, the machine it ran on,
+time ratios against the peers, a table."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..distributed import resolve_device
 from ..errors import ConfigError
-from .report import Entry, environment, ratios
+from .results import Entry, environment, ratios
 
 MODES = ("infer1", "inferN", "train")
 CONTENDERS = ("ours", "ours_opt", "ours_fused", "timm", "inception", "ours_ref")
