@@ -16,6 +16,7 @@ from xception.data import (
     build_datasets,
     make_loader,
     resolve_data_arg,
+    split_indices,
 )
 from xception.data.images import BadSample, read_image
 from xception.errors import DataError
@@ -238,3 +239,16 @@ def test_train_batches_split_like_accumulation_and_resume():
 def test_eval_batches_cover_each_image_once():
     shards = [[i for b in EvalBatches(11, 3, world=3, rank=r) for i in b] for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(11))
+
+
+def test_split_is_fixed_stratified_and_disjoint():
+    train, val, info = build_datasets(RunConfig().data)
+    assert len(train) + len(val) == 1797 and len(val) == 359
+    assert info.num_classes == 10 and info.preprocess.in_chans == 1
+    labels = torch.arange(10).repeat_interleave(50).numpy()
+    t1, v1 = split_indices(labels, 0.2, 0)
+    t2, v2 = split_indices(labels, 0.2, 0)
+    assert (v1 == v2).all() and not set(t1) & set(v1)
+    assert all((labels[v1] == c).sum() == 10 for c in range(10))
+    x, _ = val[0]
+    assert x.shape == (1, 32, 32) and x.min() >= -1 and x.max() <= 1

@@ -146,3 +146,27 @@ def test_check_images_messages():
     with pytest.raises(InputError, match="minimum of 71x71"):
         check_images(torch.zeros(1, 3, 70, 80), 3, 71)
     check_images(torch.zeros(1, 3, 71, 71), 3, 71)
+
+
+@pytest.mark.parametrize("size", range(71, 80))
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (3, 1), (1, 2)])
+def test_same_padding_is_tensorflows_rule(size, kernel, stride):
+    """TF: output ceil(size / stride); the odd pixel of an odd total goes after the input."""
+    before, after = same_padding(size, kernel, stride)
+    assert (size + before + after - kernel) // stride + 1 == -(-size // stride)
+    assert after - before in (0, 1)
+
+
+@pytest.mark.parametrize("size", [10, 11])
+def test_set_padding_switches_a_layer_in_place(size):
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, size, size)
+    for mode in ("tf_same", "symmetric"):
+        conv = Conv2d(4, 4, 3, stride=2, padding="symmetric")
+        fresh = Conv2d(4, 4, 3, stride=2, padding=mode)
+        fresh.load_state_dict(conv.state_dict())
+        conv.set_padding(mode)
+        assert torch.equal(conv(x), fresh(x))
+        pool = MaxPool2d(3, 2, "symmetric")
+        pool.set_padding(mode)
+        assert torch.equal(pool(x), MaxPool2d(3, 2, mode)(x))

@@ -6,6 +6,7 @@ from torch import nn
 
 from xception import Xception, XceptionConfig, block_table, create_model, model_config
 from xception.errors import ConfigError, InputError
+from xception.models.layers import Conv2d, MaxPool2d
 from xception.models.xception import Shortcut
 
 PAPER_PARAMS = 22_855_952          # paper Table 3 (Keras: 22,910,480 total incl. BN statistics)
@@ -178,3 +179,28 @@ def test_first_relu_of_a_block_does_not_modify_the_residual_input(tiny):
     before = x.clone()
     block(x)
     torch.testing.assert_close(x, before)
+
+
+@pytest.mark.parametrize("padding", ["tf_same", "symmetric"])
+def test_any_size_from_71(padding):
+    """Odd and even maps at every stage; both rules give ceil(n / 2) after each stride 2."""
+    model = create_model("xception", padding=padding, num_classes=0).eval()
+    with torch.no_grad():
+        for size in (71, 80):  # 71: odd maps only; 80: block13's pool sees an even map
+            n = (size - 3) // 2 + 1 - 2  # the stem's two valid 3x3 convs
+            for _ in range(4):
+                n = -(-n // 2)
+            assert model.forward_features(torch.zeros(1, 3, size, size)).shape == (1, 2048, n, n)
+        with pytest.raises(InputError, match="minimum of 71x71"):
+            model(torch.zeros(1, 3, 70, 70))
+
+
+def test_set_numerics_changes_every_layer_and_the_config():
+    model = create_model("xception")
+    model.set_numerics(padding="symmetric", bn_eps=1e-5)
+    assert model.config.padding == "symmetric" and model.config.stem_padding == "valid"
+    modes = {m.pad_mode for n, m in model.named_modules()
+             if isinstance(m, (Conv2d, MaxPool2d)) and not n.startswith("stem.")}
+    assert modes == {"symmetric"}
+    assert {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-5}
+    assert model.stem.conv1.pad_mode == "valid"

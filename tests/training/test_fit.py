@@ -1,4 +1,5 @@
-"""fit end to end on tiny models: run folder, EMA, multi-label, bad images, non-finite losses."""
+"""fit end to end on tiny models: the digits far above chance, determinism, the run folder, EMA,
+multi-label, bad images, non-finite losses."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_RUN, save_png, write_broken_files, write_manifest
+from conftest import TINY, TINY_RUN, save_png, write_broken_files, write_manifest
 from safetensors import safe_open
 
 import xception.training.engine as engine
 from xception.cli.main import main
 from xception.data.preprocess import Preprocess, load_image
-from xception.errors import DataError, TrainingError
+from xception.errors import ConfigError, DataError, TrainingError
 from xception.inference import load_for_inference, predict_files
 from xception.training.checkpoint import CHECKPOINT, PREVIOUS
 from xception.training.config import RunConfig, apply_overrides
@@ -23,6 +24,13 @@ SMALL = [*TINY_RUN, "data.train_subset=96", "data.val_subset=40", "train.batch_s
 
 def tiny(*sets: str) -> RunConfig:
     return apply_overrides(RunConfig(), [*SMALL, *sets])
+
+
+def digits_run(*extra: str) -> RunConfig:
+    """The digits at 16 px, three epochs, conftest's TINY model."""
+    model = [f"model.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in TINY.items()]
+    return apply_overrides(RunConfig(), ["data.image_size=16", "train.epochs=3", *model, *extra])
+
 
 
 def test_fit_writes_the_run_folder(tmp_path, capsys):
@@ -164,3 +172,32 @@ def test_nonfinite_losses_in_a_row_abort_and_keep_the_last_checkpoint(tmp_path, 
     ckpt = torch.load(out / CHECKPOINT, weights_only=True)
     assert ckpt["progress"]["global_step"] == 4  # the last checkpoint before the NaNs
     assert not (out / "model.safetensors").exists()
+
+
+def test_short_training_run_on_digits_is_far_above_chance(tmp_path):
+    result = fit(digits_run(), tmp_path / "run", log=lambda s: None)
+    assert len(result.history) == 3
+    assert result.final["val_top1"] >= 0.8  # chance is 0.1
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert files == {"config.json", "metrics.jsonl", "metrics.csv", "curves.png", "model.safetensors",
+                     "checkpoint.pt"}
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert RunConfig.from_dict(json.loads((tmp_path / "run/config.json").read_text())) == digits_run()
+
+
+def test_same_seed_same_result():
+    cfg = digits_run("train.epochs=1", "data.train_subset=128")
+    a = fit(cfg, None, log=lambda s: None)
+    b = fit(cfg, None, log=lambda s: None)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_run_folder_that_holds_files_is_refused_before_training(tmp_path):
+    (tmp_path / "old.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="already holds files"):
+        fit(digits_run(), tmp_path, log=lambda s: None)
+    assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]

@@ -46,8 +46,8 @@ def check_bad(bad: float, total: float, limit: float, final: bool) -> None:
                         "(the log names the first ones) or raise the limit")
 
 
-def epoch_row(cfg: RunConfig, eng: Engine, val_loader: DataLoader, info: DatasetInfo, epoch: int,
-              train_s: float, images_here: float) -> dict:
+def epoch_row(eng: Engine, val_loader: DataLoader, info: DatasetInfo, epoch: int, train_s: float,
+              images_here: float) -> dict:
     """The epoch's metrics row: training sums over all processes, then validation (raw, EMA)."""
     st = eng.state
     ctx, p = st.ctx, st.progress

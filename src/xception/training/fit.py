@@ -216,8 +216,7 @@ class _Run:
     def _end_epoch(self, epoch: int, t0: float, images_here: float) -> None:
         """Evaluate, check the unreadable-image budget, report, move on, checkpoint."""
         train_s = time.perf_counter() - t0
-        row = epoch_row(self.cfg, self.eng, self.data.val, self.data.info, epoch, train_s,
-                        images_here)
+        row = epoch_row(self.eng, self.data.val, self.data.info, epoch, train_s, images_here)
         row["epoch_seconds"] = time.perf_counter() - t0  # training + evaluation
         for split in ("train", "val"):
             check_bad(row[f"{split}_bad"], row[f"{split}_bad"] + row[f"{split}_count"],
