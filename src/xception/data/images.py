@@ -1,9 +1,13 @@
 """Reading image files safely, and the train/eval transforms (torchvision transforms v2).
 
-A bad file (empty, truncated, not an image, or a decompression bomb) never raises inside the data
-loader: it comes back as a ``BadSample`` that the loader counts and the run reports. Decoding happens
-inside the ``try`` (truncation shows at decode time, not at open), Pillow's pixel limit is kept, and
-its "possible decompression bomb" warning counts as an error too.
+``decode_image`` is the one place an image file is read, for training, evaluation and ``predict``
+alike. It refuses anything that is not a regular file (after following links: a FIFO, a device,
+a socket, a folder) before reading a byte, so a named pipe cannot hang a run; decodes inside the
+``try`` (truncation shows at decode time, not at open); keeps Pillow's pixel limit and counts its
+"possible decompression bomb" warning as an error too; and scales 16-bit and 32-bit integer
+grayscale images to 8 bits (Pillow's own conversion clips them at 255). A bad file never raises
+inside the data loader: ``read_image`` returns it as a ``BadSample`` that the loader counts and
+the run reports; ``predict`` gets the ``DataError``.
 
 torchvision is imported inside the transform builders: it takes about a second to import (and
 imports triton), and reading images or building the data package should not pay for it.
@@ -11,12 +15,18 @@ imports triton), and reading images or building the data package should not pay 
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -30,15 +40,92 @@ class BadSample:
     reason: str
 
 
-def read_image(path: str, mode: str = "RGB") -> Image.Image | BadSample:
-    """Decode ``path`` fully into a ``mode`` image, or say why it cannot be read."""
+class ImageReadError(DataError):
+    """An image file that cannot be read: ``path`` and a short ``reason`` (for the loader's log)."""
+
+    def __init__(self, path: str, reason: str, missing: bool = False) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"image {path!r} does not exist" if missing
+                         else f"cannot read image {path!r}: {reason}")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _not_regular(path: str, mode: int) -> ImageReadError:
+    return ImageReadError(path, f"it is {_file_kind(mode)}, not a regular file; give the path of "
+                                "an image file (reading it could block forever or never end)")
+
+
+def _open_regular(path: str) -> int:
+    """A read-only descriptor of ``path``, refused (before and after opening) unless it is a regular
+    file. Opened non-blocking, so a FIFO swapped in between the two checks cannot hang the open."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                return im.convert(mode)
-    except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, ...) on junk
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageReadError(path, "does not exist (or is a link to nothing)", missing=True) from None
+    except (OSError, ValueError) as e:  # ELOOP (a link to itself), EACCES, NUL in the name
+        raise ImageReadError(path, f"{type(e).__name__}: {e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ImageReadError(path, f"{type(e).__name__}: {e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# Pillow's modes for 16-bit grayscale (PNG, TIFF, PGM) and 32-bit integer grayscale
+WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def to_8_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit integer grayscale image as 8-bit "L": value * 255 / 65535, rounded
+    (values outside 0..65535 are clipped first); any other image unchanged. Pillow's own conversion
+    clips at 255 instead, which turns a 16-bit photo almost white."""
+    if im.mode not in WIDE_INTEGER_MODES:
+        return im
+    v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+    return Image.fromarray(((v + 128) // 257).astype(np.uint8))  # == round(v / 257), no ties
+
+
+def decode_image(path: str | Path, mode: str = "RGB") -> Image.Image:
+    """Decode ``path`` fully into a ``mode`` image; ``ImageReadError`` (a ``DataError``) says why
+    it cannot. The one reader of image files: training, evaluation and predict all come here."""
+    where = str(path)
+    with open(where, "rb", opener=lambda name, _flags: _open_regular(name)) as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    im.load()
+                    return to_8_bit(im).convert(mode)
+        except UnidentifiedImageError:
+            raise ImageReadError(where, "UnidentifiedImageError: not an image (or a format Pillow "
+                                        "does not read)") from None
+        except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, ...)
+            raise ImageReadError(where, f"{type(e).__name__}: {e}") from None
+
+
+def read_image(path: str, mode: str = "RGB") -> Image.Image | BadSample:
+    """Decode ``path`` fully into a ``mode`` image, or say why it cannot be read (never raises)."""
+    try:
+        return decode_image(path, mode)
+    except ImageReadError as e:
+        return BadSample(path, e.reason[:200])
+    except Exception as e:  # the loader must not die on a file
         return BadSample(path, f"{type(e).__name__}: {e}"[:200])
 
 

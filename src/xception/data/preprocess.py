@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError
+from .images import decode_image, eval_transform
 
 
 @dataclass(frozen=True)
@@ -59,21 +60,13 @@ def keras_imagenet(in_chans: int = 3) -> Preprocess:
 def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
     """Read one image file into a (C, S, S) tensor the way the model was trained.
 
-    Decoding happens inside the ``try``: truncated files fail at decode time, not at open.
-    """
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if pre.in_chans == 1 else "RGB")
-            im.load()
-            if pre.interpolation == "keras":
-                im = im.resize((pre.image_size, pre.image_size), Image.Resampling.NEAREST)
-    except FileNotFoundError:
-        raise DataError(f"image {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {str(path)!r}: {e}") from None
+    The file is read by ``decode_image``, as training and evaluation read it: a path that is not a
+    regular file, an unreadable image or a decompression bomb is a ``DataError``; 16-bit images are
+    scaled to 8 bits."""
+    im = decode_image(path, "L" if pre.in_chans == 1 else "RGB")
+    if pre.interpolation == "keras":
+        im = im.resize((pre.image_size, pre.image_size), Image.Resampling.NEAREST)
     if pre.crop_fraction is not None:
-        from .images import eval_transform  # lazy: the data package imports this module
-
         return eval_transform(pre.image_size, pre.in_chans, pre.crop_fraction,
                               pre.interpolation)(im)
     from torchvision.transforms.v2.functional import pil_to_tensor  # lazy: ~1 s, and imports triton
