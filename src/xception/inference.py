@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from .data import build_datasets, make_loader
-from .data.preprocess import Preprocess, load_image
+from .data.preprocess import load_image
 from .distributed import resolve_device
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 from .evaluation import evaluate
 from .fast import optimize_for_inference
 from .training.config import RunConfig
 from .weights import load_model
+from .weights.native import parse_preprocess
 
 
 def load_for_inference(path: str | Path, device: str = "auto",
@@ -31,6 +32,8 @@ def load_for_inference(path: str | Path, device: str = "auto",
 def evaluate_saved(path: str | Path, batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
     """Top-1/top-5/loss (and MAP@100 / mAP for multi-label data) of saved weights on the
     validation split they were trained against."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     model, meta, dev = load_for_inference(path, device)
     if "data_config" not in meta:
         raise WeightsError(f"{str(path)!r} does not say which data it was trained on "
@@ -51,7 +54,7 @@ def predict_files(model: nn.Module, meta: dict, paths: list[str], top_k: int = 5
     so one unreadable file fails the call up front."""
     if "preprocess" not in meta:
         raise WeightsError("these weights carry no preprocessing description; cannot read images")
-    pre = Preprocess(**meta["preprocess"])
+    pre = parse_preprocess(meta["preprocess"], "these weights' metadata")
     names = meta.get("class_names")
     batch = torch.stack([load_image(p, pre) for p in paths])
     device = device or next(model.parameters()).device

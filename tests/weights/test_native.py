@@ -1,10 +1,13 @@
+import errno
+from pathlib import Path
+
 import pytest
 import safetensors.torch
 import torch
 
 import xception
 from xception import create_model, load_model, load_weights, save_weights
-from xception.errors import WeightsError, WeightsNotFoundError
+from xception.errors import OutputError, WeightsError, WeightsNotFoundError
 from xception.weights import read_metadata
 from xception.weights.native import load_native_model
 
@@ -59,14 +62,15 @@ def test_wrong_architecture_names_layer_and_both_shapes(tiny, tmp_path):
         load_weights(create_model("xception_small", **{**tiny, "middle_repeats": 3}), path)
 
 
-def test_failed_save_leaves_no_file(tiny, tmp_path, monkeypatch):
-    def broken(tensors, filename, metadata):
-        with open(filename, "wb") as f:
-            f.write(b"half")
-        raise OSError("disk full")
+def test_failed_save_leaves_no_file_and_says_why(tiny, tmp_path, monkeypatch):
+    real = Path.write_bytes
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)  # save_weights imports it per call
-    with pytest.raises(OSError, match="disk full"):
+    def full_disk(self, data):
+        real(self, data[:4])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OutputError, match=r"cannot write .*w\.safetensors.*No space left on device"):
         save_weights(create_model("xception_small", **tiny), tmp_path / "w.safetensors")
     assert list(tmp_path.iterdir()) == []
 

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from ..bench import CONTENDERS, DEFAULT_CONTENDERS, MODES
+from . import non_negative_int, positive_int
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -29,17 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graphs", action="store_true", help="replay each step as a CUDA graph")
     p.add_argument("--checkpointing", action="store_true",
                    help="activation checkpointing in our training step")
-    p.add_argument("--image-size", type=int, default=299)
-    p.add_argument("--batch", type=int, default=32, help="N for batch-N inference and training")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions (median reported)")
-    p.add_argument("--iters", type=int, default=1, help="steps per repetition")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--image-size", type=positive_int, default=299)
+    p.add_argument("--batch", type=positive_int, default=32, help="N for batch-N inference and training")
+    p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions (median reported)")
+    p.add_argument("--iters", type=positive_int, default=1, help="steps per repetition")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps before timing")
     p.add_argument("--modes", type=_names, default=MODES, help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--contenders", type=_names, default=DEFAULT_CONTENDERS,
                    help=f"comma list of {', '.join(CONTENDERS)} (default: all but ours_ref, "
                    "our model in plain fp32 NCHW eager whatever the other settings)")
-    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--num-classes", type=positive_int, default=1000)
     p.add_argument("--out", metavar="FILE", help="write the full report as JSON here")
     p.set_defaults(func=run)
 

@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from . import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..experiments import NAMES
@@ -16,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "write results.md/.csv, curves.png, summary.png and report.md into --out.")
     p.add_argument("name", choices=NAMES)
     p.add_argument("--data", help="dataset (default: digits)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds per variant (default: 3)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, help="epochs per run (default: the experiment budget)")
-    budget.add_argument("--steps", type=int, help="optimizer steps per run instead of epochs")
+    budget.add_argument("--epochs", type=positive_int, help="epochs per run (default: the experiment budget)")
+    budget.add_argument("--steps", type=positive_int, help="optimizer steps per run instead of epochs")
     p.add_argument("--match-params", action="store_true",
                    help="spectrum only: scale widths so every point has about the same parameters")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except XceptionError as e:
         if os.environ.get("XCEPTION_DEBUG"):
             raise
-        print(f"xception {args.command}: error: {e}", file=sys.stderr)
+        from ..training.runlog import printable
+
+        print(printable(f"xception {args.command}: error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xception {args.command}: interrupted", file=sys.stderr)

@@ -11,8 +11,9 @@ import os
 import time
 from pathlib import Path
 
-from ..training.config import RunConfig, apply_overrides, rename_aliases
+from ..training.config import RunConfig, apply_overrides, read_config_file, rename_aliases
 from ..training.recipes import get_recipe, list_recipes
+from . import non_negative_int, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name, e.g. xception_small, xception, inception_v3")
     p.add_argument("--data", help="digits, cifar10, cifar100, an ImageFolder root (train/ + val/) "
                    "or a multi-label manifest folder/file")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch (all processes together)")
-    p.add_argument("--lr", type=float, help="peak learning rate (see optimizer.lr_reference_batch)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int, help="global batch (all processes together)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (see optimizer.lr_reference_batch)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", help="auto, fp32, bf16 or fp16")
-    p.add_argument("--workers", type=int, help="data loader processes per training process")
+    p.add_argument("--workers", type=non_negative_int, help="data loader processes per training process")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optimizer.weight_decay=1e-4 or "
@@ -72,7 +73,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         cfg = get_recipe(args.recipe or "quick")
         if args.config:
             RunConfig.load(args.config)  # validates the file on its own first
-            raw = rename_aliases(json.loads(Path(args.config).read_text()))
+            raw = rename_aliases(read_config_file(args.config))
             cfg = RunConfig.from_dict(_merge(cfg.to_dict(), raw))
     sets: list[str] = []
     if args.data is not None:

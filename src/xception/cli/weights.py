@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..weights.download import KERAS_IMAGENET
+from . import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("weights", metavar="WEIGHTS", help="any weights file load_model reads")
     p.add_argument("--format", choices=["onnx"], required=True)
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--image-size", type=int,
+    p.add_argument("--image-size", type=positive_int,
                    help="input size baked into the graph (default: the weights' preprocessing, "
                    "else 299)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=positive_int, default=17)
     p.add_argument("--no-verify", action="store_true",
                    help="skip comparing onnxruntime's outputs with PyTorch's")
     p.set_defaults(func=run_export)

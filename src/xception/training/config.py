@@ -5,12 +5,15 @@ fails in the first second with the valid choices listed, not after an hour of tr
 ``RunConfig`` is validated when it is made and cannot be changed afterwards (``dataclasses.replace``
 or ``apply_overrides`` make a new, validated one), so what was checked is what runs. The ``model``
 section is parsed into the model's own config dataclass at the same moment (``cfg.model.config``).
-Sections: model, data, optimizer (``optim`` is accepted as an alias), schedule, train.
+Every float field (the model's too) must be finite: ``Infinity``/``NaN`` (JSON) are refused by
+name. Sections: model, data, optimizer (``optim`` is accepted as an alias), schedule, train.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import types
 import typing
@@ -55,6 +58,11 @@ class ModelSection:
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", ReadOnlyDict(self.overrides))
         object.__setattr__(self, "_config", model_config(self.name, **self.overrides))
+        for f in fields(self.config):  # the model's own float fields (bn_eps, dropout, ...)
+            value = getattr(self.config, f.name)
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"model.{f.name} must be a finite number, got {_show(value)}")
 
     @property
     def config(self) -> ModelConfig:
@@ -148,13 +156,18 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"config file {str(path)!r} is not readable JSON: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The JSON value of a config file (``--config``, a run's ``config.json``), or a one-line
+    ConfigError: missing, unreadable, not UTF-8 or not JSON. Not validated: see ``RunConfig.load``."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"config file {str(path)!r} is not readable JSON/UTF-8: {e}") from None
 
 
 SECTION_ALIASES = {"optim": "optimizer"}
@@ -210,6 +223,11 @@ def validate(cfg: RunConfig) -> None:
     (``WORLD_SIZE``), so a global batch that does not split over the processes fails here too.
     """
     flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+    for key in _float_keys():  # NaN and inf pass or fail range tests by accident; name them here
+        value = flat[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
     for key, ok, what in _RANGES:
         if not ok(flat[key]):
             raise ConfigError(f"{key} must be {what}, got {flat[key]!r}")
@@ -224,12 +242,30 @@ def validate(cfg: RunConfig) -> None:
                           f"to at least {least}")
 
 
+@functools.cache
+def _float_keys() -> tuple[str, ...]:
+    """``section.field`` of every float field of the run config (``float`` or ``float | None``)."""
+    keys = []
+    for section in fields(RunConfig):
+        sec_cls = typing.get_type_hints(RunConfig)[section.name]
+        for name, hint in typing.get_type_hints(sec_cls).items():
+            if hint is float or float in typing.get_args(hint):
+                keys.append(f"{section.name}.{name}")
+    return tuple(keys)
+
+
 def world_size() -> int:
     """The number of training processes: torchrun's ``WORLD_SIZE``, else 1."""
     try:
         return max(1, int(os.environ.get("WORLD_SIZE", "1")))
     except ValueError:
         raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened for a one-line message (a 400-digit number)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _plain(value: Any) -> Any:
@@ -282,17 +318,24 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return value
     if hint in ok and not ok[hint](value):
-        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{key} must be {hint.__name__}, got {_show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(CHOICES[key])}")
-    return float(value) if hint is float else value
+    if hint is float:
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise ConfigError(f"{key} must be a finite number, got {_show(value)}") from None
+        if not math.isfinite(value):  # JSON's Infinity/NaN, or 1e999
+            raise ConfigError(f"{key} must be a finite number, got {_show(value)}")
+    return value
 
 
 def parse_value(text: str) -> Any:
     """A CLI value: JSON when it parses (numbers, true/false, null, lists), else the raw string."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or an integer past Python's digit limit): the text itself
         return text
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import resource
 import sys
 import time
@@ -22,6 +23,17 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from .curves import plot_curves
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print or log as UTF-8. A file name that is not valid UTF-8 reaches Python
+    with its bad bytes as lone surrogates (surrogateescape), which no UTF-8 stream can write; they
+    become ``\\xff`` escapes here, everything else is unchanged. ``predict`` and the skipped-image
+    warnings use it for every path they show."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -68,7 +80,7 @@ class RunLog:
     def bad_images(self, bad: list[tuple[str, str]], limit: int = 10) -> None:
         """Name the first ``limit`` unreadable images of the run (the rest are only counted)."""
         for path, why in bad[:max(0, limit - self._bad_shown)]:
-            self(f"warning: skipped unreadable image {path} ({why})")
+            self(printable(f"warning: skipped unreadable image {path} ({why})"))
         self._bad_shown += len(bad)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:

@@ -47,15 +47,17 @@ def sniff(path: Path) -> str:
             return "torch_zip"
         raise WeightsError(f"{str(path)!r} is a zip archive but neither a .keras file nor a "
                            f"PyTorch checkpoint (entries: {names[:5]})")
-    if head[:1] == b"\x80":  # pickle protocol marker: PyTorch's legacy (pre-1.6) format
-        return "torch_pickle"
-    if len(head) >= 9:
+    # safetensors before the pickle marker: a header length whose low byte is 0x80 (one file in
+    # 256) starts a safetensors file with the same byte as a pickle
+    if len(head) >= 9 and head[8:9] == b"{":  # a pickle has no "{" there (PyTorch's: 0xf9)
         (n,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and 8 + n <= size:
+        if 8 + n <= size:
             return "safetensors"
-        if head[8:9] == b"{":
+        if head[:1] != b"\x80":
             raise WeightsError(f"{str(path)!r} is a truncated safetensors file (header says "
                                f"{8 + n} bytes, the file has {size})")
+    if head[:1] == b"\x80":  # pickle protocol marker: PyTorch's legacy (pre-1.6) format
+        return "torch_pickle"
     raise WeightsError(f"{str(path)!r} is not a weights format xception reads (safetensors, "
                        "Keras .h5/.weights.h5/.keras, PyTorch .pth/.bin)")
 

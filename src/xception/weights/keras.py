@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..models.xception import Shortcut, Xception
+from .native import check_tensor
 
 # Keras layer type -> its variables, in the order Keras stores them
 VARIABLES = {
@@ -218,9 +219,10 @@ def _pair_by_order(slots: list[Slot], layers: list[FileLayer],
     return pairs
 
 
-def to_state(model: nn.Module, layers: list[FileLayer],
-             ignore_head: bool = False) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
-    """``model``'s state dict filled from Keras layers, and the (Keras layer, module) mapping."""
+def to_state(model: nn.Module, layers: list[FileLayer], ignore_head: bool = False,
+             source: str = "the file") -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    """``model``'s state dict filled from Keras layers, and the (Keras layer, module) mapping.
+    Every array is checked (dtype, finite values) before it is cast; ``source`` names the file."""
     slots = keras_slots(model, head=not ignore_head)
     named = any(la.name for la in layers)
     ignore = {"predictions"} if ignore_head else set()
@@ -232,12 +234,19 @@ def to_state(model: nn.Module, layers: list[FileLayer],
     for slot, layer in pairs:
         for var, (attr, perm) in _TARGETS[slot.kind].items():
             key = f"{slot.module}.{attr}"
-            value = torch.from_numpy(np.ascontiguousarray(layer.arrays[var], dtype=np.float32))
-            if perm is not None and value.dim() == len(perm):
-                value = value.permute(*perm)
             if key not in own:
                 raise WeightsError(f"Keras layer {layer.name or layer.where!r} has no place in "
                                    f"this model (no {key!r})")
+            array = np.asarray(layer.arrays[var])
+            name = f"{layer.name or layer.where}/{var}"
+            if array.dtype.kind not in "biuf":  # strings, objects, compound types: no tensor
+                raise WeightsError(f"{source}: Keras variable {name!r} holds {array.dtype} "
+                                   "values, not numbers")
+            value = torch.from_numpy(np.ascontiguousarray(array, array.dtype.newbyteorder("=")))
+            check_tensor(name, value, own[key], source)  # before the cast, which hides dtypes
+            value = value.to(torch.float32)
+            if perm is not None and value.dim() == len(perm):
+                value = value.permute(*perm)
             if value.shape != own[key].shape:
                 raise WeightsError(
                     f"Keras layer {layer.name or layer.where!r} {var} has shape "

@@ -2,7 +2,9 @@
 
 ``load_weights(model, path)`` fills an existing model; ``load_model(path)`` builds the model the file
 describes; ``convert(src, dst)`` writes the project's safetensors. Every check runs before the model
-or any file is touched, so a bad file leaves everything as it was.
+or any file is touched, so a bad file leaves everything as it was. Every format's tensors pass
+``native.check_tensor`` (floating point where the model is, finite values) and a project file's
+metadata ``native.check_metadata`` (class names, preprocessing), each error naming the key and file.
 """
 
 from __future__ import annotations
@@ -80,15 +82,16 @@ def read_source(path: str | Path) -> Source:
 def _map(model: nn.Module, src: Source,
          ignore_head: bool) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
     """The full, checked state dict for ``model`` from ``src``, without touching the model."""
+    where = repr(str(src.path))
     if src.kind == "keras":
-        return keras.to_state(model, src.keras_layers, ignore_head)
+        return keras.to_state(model, src.keras_layers, ignore_head, source=where)
     if src.kind in timm.NUMERICS:
-        return timm.to_state(model, src.state, src.kind, ignore_head)
+        return timm.to_state(model, src.state, src.kind, ignore_head, source=where)
     state = native.read_safetensors(src.path) if src.kind == "xception" else src.state
     if ignore_head:
         head = {k: v for k, v in model.state_dict().items() if k.startswith("head.classifier.")}
         state = {**{k: v for k, v in state.items() if not k.startswith("head.classifier.")}, **head}
-    native.check_state(model, state, repr(str(src.path)))
+    native.check_state(model, state, where)  # keys, shapes, dtypes, finite values
     return state, [(k, k) for k in state]
 
 
@@ -170,6 +173,8 @@ def _build_and_load(src: Source, name: str | None,
         return model, Loaded(src, [(k, k) for k in model.state_dict()]), meta
     model = _infer_model(src, name, overrides)
     loaded = import_weights(model, src)
+    if src.kind == "xception":
+        native.check_metadata(src.meta, model, repr(str(src.path)))
     meta = dict(src.meta) if src.kind == "xception" else _default_meta(src, model)
     meta.update(arch="xception", model_config=model.config.to_dict())
     return model, loaded, meta

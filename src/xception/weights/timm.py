@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..models.xception import Xception
+from .native import check_tensor
 
 NUMERICS = {
     "timm_legacy": {"padding": "symmetric", "stem_padding": "valid", "bn_eps": 1e-5},
@@ -106,8 +107,10 @@ def _aligned_key(key: str, blocks: dict, head: str) -> str | None:
 
 
 def to_state(model: nn.Module, state: dict[str, torch.Tensor], kind: str,
-             ignore_head: bool = False) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
-    """``model``'s state dict filled from a timm/Cadene one, and the (their key, our key) pairs."""
+             ignore_head: bool = False,
+             source: str = "the file") -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    """``model``'s state dict filled from a timm/Cadene one, and the (their key, our key) pairs.
+    Every tensor is checked (dtype, finite values) before it is cast; ``source`` names the file."""
     if not isinstance(model, Xception):
         raise WeightsError(f"{DESCRIPTION[kind]} weights load into an Xception model only")
     blocks = _blocks(model)
@@ -136,6 +139,7 @@ def to_state(model: nn.Module, state: dict[str, torch.Tensor], kind: str,
         if value.shape != target.shape:
             raise WeightsError(f"layer {src!r} has shape {tuple(value.shape)} in the file but the "
                                f"model's {key!r} has {tuple(target.shape)}")
+        check_tensor(src, value, target, source)
         out[key] = value.detach().to(target.dtype).contiguous()
         pairs.append((src, key))
         used.add(src)
