@@ -23,6 +23,10 @@ class WeightsNotFoundError(XceptionError, FileNotFoundError):
     """A weights file or run folder that does not exist."""
 
 
+class OutputError(XceptionError, OSError):
+    """A file or folder that cannot be written: read-only, not a folder, disk full."""
+
+
 class DataError(XceptionError, ValueError):
     """A dataset or image that cannot be read."""
 

@@ -6,12 +6,20 @@ each *global* batch is cut into contiguous per-process, per-micro-batch blocks, 
 processes with A accumulation steps computes what one process with W*A accumulation steps
 computes; and ``set_epoch(epoch, start_step)`` resumes in the middle of an epoch.
 ``EvalBatches`` shards the validation set without padding, so no image is counted twice.
+
+Loader workers outlive a stop request (SIGTERM/SIGINT) until the main process has saved its
+checkpoint, and never outlive the main process: ``shutdown_workers`` ends them when a run is done,
+and a loader nobody shut down releases its workers when it is collected or Python exits.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import os
 import signal
-from typing import NamedTuple
+import weakref
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -113,10 +121,56 @@ class EvalBatches(Sampler[list]):
         return -(-len(self.indices) // self.batch)
 
 
-def _quiet_worker(_: int) -> None:
-    """Workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class _WorkerSignals:
+    """``worker_init_fn``: stop requests are the main process's, which stops at a step boundary.
+
+    A terminal's Ctrl-C (SIGINT) and a scheduler's SIGTERM reach every process of the job, so a
+    worker ignores SIGINT and defers SIGTERM: it goes on serving batches while the main process
+    finishes its step and writes the checkpoint. Once the main process has *released* its workers
+    (``shutdown_workers``, or the loader collected or Python exiting), SIGTERM ends a worker
+    at once with exit status 0. Python's exit handler terminates daemon workers with SIGTERM and
+    then waits for them, so a worker that ignored SIGTERM for good would hang the exit.
+    """
+
+    def __init__(self) -> None:
+        self.released = multiprocessing.Event()
+
+    def __call__(self, _: int) -> None:
+        released = self.released
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if released.is_set():
+                os._exit(0)  # status 0: the main process's worker watch does not call it a crash
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_LIVE: weakref.WeakSet[_WorkerSignals] = weakref.WeakSet()
+
+
+def _release_all() -> None:
+    """At exit, before multiprocessing's exit handler terminates the workers and waits for them
+    (atexit runs the last registered first; multiprocessing registers when it is imported)."""
+    for signals in list(_LIVE):
+        signals.released.set()
+
+
+def shutdown_workers(loader: DataLoader) -> None:
+    """End ``loader``'s worker processes now: they finish cleanly (one that does not within a few
+    seconds is terminated). Idempotent; a later ``iter(loader)`` starts new workers."""
+    signals = loader.worker_init_fn if isinstance(loader.worker_init_fn, _WorkerSignals) else None
+    it, loader._iterator = getattr(loader, "_iterator", None), None
+    shutdown = getattr(it, "_shutdown_workers", None)  # only multi-process iterators have one
+    if shutdown is None:
+        return
+    if signals is not None:
+        signals.released.set()
+    try:
+        shutdown()
+    finally:
+        if signals is not None:
+            signals.released.clear()  # the workers are gone; new ones defer SIGTERM again
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
@@ -132,10 +186,19 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers
         else:
             batch_sampler = EvalBatches(len(ds), batch_size)
     collate = Collate(getattr(ds, "num_classes", 0), getattr(ds, "multi_label", False))
+    signals = _WorkerSignals() if num_workers > 0 else None
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True,
-             "worker_init_fn": _quiet_worker} if num_workers > 0 else {}
-    return DataLoader(ds, batch_sampler=batch_sampler, num_workers=num_workers,
-                      collate_fn=collate,
-                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-                      # its own generator: creating an iterator must not draw from the global RNG
-                      generator=torch.Generator().manual_seed(0), **extra)
+             "worker_init_fn": signals} if signals is not None else {}
+    loader = DataLoader(ds, batch_sampler=batch_sampler, num_workers=num_workers,
+                        collate_fn=collate,
+                        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                        # its own generator: creating an iterator must not draw from the global RNG
+                        generator=torch.Generator().manual_seed(0), **extra)
+    if signals is not None:
+        if not _LIVE:  # (again) after multiprocessing's: at exit, ours runs first
+            atexit.unregister(_release_all)
+            atexit.register(_release_all)
+        _LIVE.add(signals)
+        # a collected loader's iterator shuts its workers down: release them first
+        weakref.finalize(loader, signals.released.set)
+    return loader

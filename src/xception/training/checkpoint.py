@@ -9,6 +9,8 @@ loading falls back to it if the newest is unreadable. Files are read with
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,51 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint-prev.pt"
 
 
+class _WriteAll(io.RawIOBase):
+    """A file that writes every byte or raises (and keeps) the OSError. ``torch.save`` turns an
+    error of the file it writes into a RuntimeError about a position; ``_save`` restores it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as e:
+            self.error = e
+            raise
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def _save(state: dict[str, Any], tmp: str) -> None:
+    """``torch.save`` to ``tmp``; a full disk raises the OSError (ENOSPC), not a RuntimeError."""
+    with _WriteAll(tmp) as f:
+        try:
+            torch.save(state, f)
+        except RuntimeError:
+            if f.error is not None:
+                raise f.error from None
+            raise
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` as the run's checkpoint; the previous one becomes ``checkpoint-prev.pt``."""
+    """Write ``state`` as the run's checkpoint; the previous one becomes ``checkpoint-prev.pt``.
+    A refused write (disk full, read-only) raises ``OutputError`` and leaves the old files."""
     run_dir = Path(run_dir)
-    return atomic_write(run_dir / CHECKPOINT, lambda tmp: torch.save({"format": FORMAT, **state}, tmp),
+    return atomic_write(run_dir / CHECKPOINT, lambda tmp: _save({"format": FORMAT, **state}, tmp),
                         fsync=True, backup=run_dir / PREVIOUS)
 
 

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import DatasetInfo, EvalBatches, TrainBatches, build_datasets, make_loader
+from ..data.loading import shutdown_workers
 from ..distributed import DistContext, any_rank, barrier, broadcast_buffers, setup, teardown
 from ..errors import ConfigError, DataError
 from ..evaluation import autocast_dtype
@@ -34,6 +35,7 @@ from .config import RunConfig
 from .engine import Engine, make_ema, train_step
 from .epoch import check_bad, epoch_row, record_step
 from .optimizers import build_optimizer, build_scheduler, scaled_lr
+from .runfolder import RunFolder
 from .runlog import RunLog, check_tensorboard
 from .signals import StopFlag
 from .state import TrainState, warn_changed_settings
@@ -64,34 +66,42 @@ class FitResult:
         return self.history[-1] if self.history else {}
 
 
-def prepare_out_dir(out_dir: Path, create: bool = True) -> None:
-    """A run folder must be new (or empty): results of two runs are never mixed."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"run folder {str(out_dir)!r} already holds files; choose another --out "
-                          "(or --resume it)")
-    if create:
-        out_dir.mkdir(parents=True, exist_ok=True)
-
-
 def fit(cfg: RunConfig, out_dir: str | Path | None = None,
         log: Callable[[str], None] = print, resume: bool = False) -> FitResult:
     """Train ``cfg.model`` on ``cfg.data``; write the run folder when ``out_dir`` is given.
 
     Under torchrun every process calls ``fit``; rank 0 logs and writes files. With ``resume``
-    the run continues from ``out_dir``'s checkpoint exactly where it stopped.
+    the run continues from ``out_dir``'s checkpoint exactly where it stopped. Rank 0 locks
+    ``out_dir`` for the whole run (``RunFolder``); a fresh run that fails before its first
+    checkpoint removes what it wrote. The loaders' worker processes end with the run, however it
+    ends (after the checkpoint of a stop request).
     """
     if cfg.train.tensorboard:
         check_tensorboard()
     if resume and out_dir is None:
         raise ConfigError("resume needs the run folder (out_dir)")
+    out = Path(out_dir) if out_dir is not None else None
     ctx = setup(cfg.train.device, cfg.train.dist_backend)
+    folder = RunFolder(out, resume) if out is not None and ctx.is_main else None
+    run: _Run | None = None
+    done = False
     try:
-        run = _Run.set_up(cfg, ctx, Path(out_dir) if out_dir is not None else None, log, resume)
+        if folder is not None:
+            folder.open()
+        run = _Run.set_up(cfg, ctx, out, log, resume)
         with StopFlag() as stop:
             run.train(stop)
-        return run.finish()
+        result = run.finish()
+        done = True
+        return result
     finally:
-        teardown(ctx)
+        try:
+            if run is not None:  # workers first: they share the folder's lock until they exit
+                run.data.close()
+        finally:
+            if folder is not None:
+                folder.close(failed=not done)
+            teardown(ctx)
 
 
 @dataclass
@@ -117,6 +127,11 @@ class _Data:
                           batch_sampler=EvalBatches(len(val_ds), tc.eval_batch_size, W, ctx.rank),
                           **loader_kw)
         return cls(info, sampler, train, val)
+
+    def close(self) -> None:
+        """End the loaders' worker processes (persistent ones would outlive the run)."""
+        for loader in (self.train, self.val):
+            shutdown_workers(loader)
 
 
 @dataclass
@@ -148,9 +163,7 @@ class _Run:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         say = log if ctx.is_main else (lambda _: None)
-        ckpt = load_checkpoint(out_dir, warn=say) if resume else None
-        if out_dir is not None and ckpt is None and ctx.is_main:
-            prepare_out_dir(out_dir, create=False)
+        ckpt = load_checkpoint(out_dir, warn=say) if resume else None  # fit checked a new folder
         seed_everything(tc.seed)
         train_ds, val_ds, info = _datasets(cfg, ctx)
         raw = _model(cfg, ctx, info, out_dir)
@@ -282,9 +295,14 @@ def _datasets(cfg: RunConfig, ctx: DistContext) -> tuple[Dataset, Dataset, Datas
 def _model(cfg: RunConfig, ctx: DistContext, info: DatasetInfo, out_dir: Path | None) -> nn.Module:
     """The freshly initialised model; once it and the data are fine, the run folder starts."""
     mcfg = cfg.model.for_data(info.num_classes, info.preprocess.in_chans)
+    for key, have, what in (("num_classes", info.num_classes, f"{info.num_classes} classes"),
+                            ("in_chans", info.preprocess.in_chans,
+                             f"{info.preprocess.in_chans}-channel images")):
+        if getattr(mcfg, key) != have:  # a head or stem that does not fit: refused before any step
+            raise ConfigError(f"model.{key}={getattr(mcfg, key)} but the data ({cfg.data.name}) "
+                              f"has {what}; leave model.{key} unset (it follows the data)")
     raw = build_model(mcfg).to(ctx.device)
     if out_dir is not None and ctx.is_main:  # the data and the model are fine: start the folder
-        out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.json", cfg.to_json() + "\n")
     if cfg.train.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
