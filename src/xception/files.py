@@ -117,3 +117,14 @@ class FolderLock:
             self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print or log as UTF-8. A file name that is not valid UTF-8 reaches Python
+    with its bad bytes as lone surrogates (surrogateescape), which no UTF-8 stream can write; they
+    become ``\\xff`` escapes here, everything else is unchanged. ``predict`` and the skipped-image
+    warnings use it for every path they show."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

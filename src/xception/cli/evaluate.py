@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..files import printable
     from ..inference import evaluate_saved
-    from ..training.runlog import printable
 
     m = evaluate_saved(args.weights, args.batch_size, args.device)
     line = (f"{m['data']} val ({m['count']} images): top-1 {100 * m['top1']:.2f}%  "
@@ -38,8 +38,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ..files import printable
     from ..inference import load_for_inference, predict_files
-    from ..training.runlog import printable
 
     model, meta, device = load_for_inference(args.weights, args.device)
     for path, top in predict_files(model, meta, args.images, args.top_k, device):

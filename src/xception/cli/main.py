@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except XceptionError as e:
         if os.environ.get("XCEPTION_DEBUG"):
             raise
-        from ..training.runlog import printable
+        from ..files import printable
 
         print(printable(f"xception {args.command}: error: {e}"), file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import resource
 import sys
 import time
@@ -21,19 +20,8 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, printable
 from .curves import plot_curves
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print or log as UTF-8. A file name that is not valid UTF-8 reaches Python
-    with its bad bytes as lone surrogates (surrogateescape), which no UTF-8 stream can write; they
-    become ``\\xff`` escapes here, everything else is unchanged. ``predict`` and the skipped-image
-    warnings use it for every path they show."""
-    try:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def peak_memory_mb(device: torch.device) -> float:
