@@ -41,7 +41,7 @@ def loss_sum(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0
     return F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              channels_last: bool = False, *, ctx: DistContext | None = None,
              dtype: torch.dtype | None = None, class_weights: tuple[float, ...] | None = None,

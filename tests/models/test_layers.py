@@ -20,6 +20,42 @@ def test_same_padding_follows_tensorflow(size, kernel, stride, expected):
     assert same_padding(size, kernel, stride) == expected
 
 
+def _padded_pool(x, kernel, stride):
+    """TF's "same" max-pool written out: the input padded by -inf, then a plain pool."""
+    top, bottom = same_padding(x.shape[-2], kernel, stride)
+    left, right = same_padding(x.shape[-1], kernel, stride)
+    return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), kernel, stride)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (3, 1), (2, 2), (5, 2), (3, 3)])
+def test_tf_same_maxpool_equals_the_padded_pool_forward_and_backward(kernel, stride):
+    pool = MaxPool2d(kernel, stride, "tf_same")
+    for h in range(kernel, 24):
+        x = torch.randn(2, 3, h, h + 1, requires_grad=True)
+        ref = torch.randn(2, 3, h, h + 1, requires_grad=True)
+        with torch.no_grad():
+            ref.copy_(x)
+        out, want = pool(x), _padded_pool(ref, kernel, stride)
+        assert torch.equal(out, want), (h, kernel, stride)
+        g = torch.randn_like(out)
+        out.backward(g)
+        want.backward(g)
+        assert torch.equal(x.grad, ref.grad), (h, kernel, stride)
+
+
+def test_tf_same_maxpool_makes_no_padded_copy(monkeypatch):
+    """Xception's pools (3x3/2) at even and odd sizes take the ceil-mode path, not pad_same."""
+    import xception.models.layers as layers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("padded a copy of the input")
+
+    monkeypatch.setattr(layers, "pad_same", refuse)
+    for size in (8, 9, 16, 17, 32, 74, 147):
+        out = MaxPool2d(3, 2, "tf_same")(torch.randn(1, 2, size, size))
+        assert out.shape[-1] == -(-size // 2)
+
+
 @pytest.mark.parametrize("size", [7, 8, 15, 16])
 def test_tf_same_maxpool_pads_after_with_minus_inf(size):
     x = torch.randn(2, 3, size, size)

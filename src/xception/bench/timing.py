@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..distributed import resolve_device
 from ..errors import ConfigError
 from .results import Entry, environment, ratios
@@ -213,6 +214,8 @@ def run_benchmark(s: BenchSettings, log: Callable[[str], object] = print) -> dic
     if s.threads:
         torch.set_num_threads(s.threads)
     device = resolve_device(s.device, setting="--device")
+    if device.type == "cpu":
+        keep_freed_memory()  # as a training run does (fit)
     torch.manual_seed(0)
     ours = create_model(s.model, num_classes=s.num_classes).to(device)
     results: dict[str, dict[str, Entry]] = {}

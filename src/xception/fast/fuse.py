@@ -24,7 +24,6 @@ from torch import nn
 from ..models.layers import MaxPool2d, SpectrumConv
 from ..models.xception import Shortcut, Stem, XceptionBlock
 from .kernels.ops import batchnorm_act, depthwise_conv, depthwise_supported, maxpool_add
-from .pool import SameMaxPool2d
 
 _BLOCK_CHILDREN = {"acts", "sepconvs", "bns", "pool", "shortcut", "act_out"}
 
@@ -47,7 +46,7 @@ def block_fusable(block: XceptionBlock) -> str | None:
         return "a norm layer other than BatchNorm2d (or one folded away)"
     if not all(isinstance(a, nn.ReLU | nn.Identity) for a in (*block.acts, block.act_out)):
         return "an activation other than ReLU"
-    if not isinstance(block.pool, nn.Identity | MaxPool2d | SameMaxPool2d):
+    if not isinstance(block.pool, nn.Identity | MaxPool2d):
         return f"unknown pool {type(block.pool).__name__}"
     if block.shortcut is not None and not isinstance(block.shortcut, nn.Identity | Shortcut):
         return f"unknown shortcut {type(block.shortcut).__name__}"

@@ -4,11 +4,10 @@ What it does, each step measured to help on CPU (see benchmarks/RESULTS.md):
 1. folds every BatchNorm into the conv before it (Xception's BNs follow the pointwise 1x1 of each
    separable conv, the stem convs and the shortcut convs; the max-pool comes after the BN, so
    folding before it is exact);
-2. replaces TF-"same" max-pools that padded a copy of their input with ceil-mode pooling;
-3. stores weights and activations channels_last (oneDNN's native layout: no reorders);
-4. on a GPU, the fused Triton kernels (``fuse_model``): ReLU applied while the depthwise conv
+2. stores weights and activations channels_last (oneDNN's native layout: no reorders);
+3. on a GPU, the fused Triton kernels (``fuse_model``): ReLU applied while the depthwise conv
    loads its input, max-pool + residual add in one pass;
-5. optionally ``torch.compile`` with Inductor's freezing: weights become constants, oneDNN
+4. optionally ``torch.compile`` with Inductor's freezing: weights become constants, oneDNN
    prepacks them and fuses each conv with the ReLU or residual add next to it.
 Before returning, the result is checked against the eval-mode model on a random input.
 """
@@ -24,7 +23,6 @@ from torch import nn
 from .fold import fold_batchnorm
 from .fuse import fuse_model
 from .kernels.launch import triton_installed
-from .pool import replace_same_pools
 
 # the largest max |optimized - reference| / max |reference| accepted, by dtype (bfloat16: 8 bits
 # of mantissa through 36 layers); the kernel checks (kernels/check.py) hold the fused ops to it too
@@ -115,7 +113,6 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     was_training = model.training
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)
-    replace_same_pools(fast)
     fast.requires_grad_(False)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ..allocator import keep_freed_memory
 from ..data import DatasetInfo, EvalBatches, TrainBatches, build_datasets, make_loader
 from ..data.loading import shutdown_workers
 from ..distributed import DistContext, any_rank, barrier, broadcast_buffers, setup, teardown
@@ -82,6 +83,8 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None,
         raise ConfigError("resume needs the run folder (out_dir)")
     out = Path(out_dir) if out_dir is not None else None
     ctx = setup(cfg.train.device, cfg.train.dist_backend)
+    if ctx.device.type == "cpu":
+        keep_freed_memory()
     folder = RunFolder(out, resume) if out is not None and ctx.is_main else None
     run: _Run | None = None
     done = False

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models.layers import MaxPool2d, same_padding
-from ..pool import SameMaxPool2d
 from .launch import kernels_run_on
 
 CL = torch.channels_last
@@ -240,8 +239,7 @@ def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None =
 
 def pool_geometry(pool: nn.Module, h: int, w: int) -> ConvGeometry | None:
     """Window placement of the package's max-pools ("-inf" padding), or None if unknown."""
-    if isinstance(pool, SameMaxPool2d) or (isinstance(pool, MaxPool2d) and pool.fixed is None
-                                           and pool.pad_mode == "tf_same"):
+    if isinstance(pool, MaxPool2d) and pool.fixed is None and pool.pad_mode == "tf_same":
         k, s = pool.kernel_size, pool.stride
         (top, bottom), (left, right) = same_padding(h, k, s), same_padding(w, k, s)
     elif isinstance(pool, MaxPool2d):

@@ -1,0 +1,74 @@
+"""Depthwise convolution on maps smaller than its kernel, with a weight gradient that is cheap on CPU.
+
+PyTorch's CPU convolution (oneDNN, torch 2.6-2.14) computes the weight gradient of a depthwise
+conv through a slow path when the input is smaller than the kernel: on 2x2 maps, 6-30 ms where
+one 3x3 map takes 0.2 ms (measured on 2 cores; ``benchmarks/RESULTS.md``). Xception trained at
+32 px runs its exit flow at 2x2, so that path cost ~10% of a training step. Here the forward and
+the input gradient stay PyTorch's; the weight gradient is written out as one product-and-sum per
+kernel tap, the definition of the convolution's weight gradient. Same function, same gradients
+(up to float summation order).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def needs_small_map_path(x: torch.Tensor, weight: torch.Tensor, groups: int,
+                         dilation: tuple[int, ...]) -> bool:
+    """A depthwise conv on CPU whose weight gradient will be taken and whose map is smaller than
+    the kernel's extent (the case oneDNN is slow at)."""
+    if x.device.type != "cpu" or not (torch.is_grad_enabled() and weight.requires_grad):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu") or x.dtype != weight.dtype:
+        return False
+    if x.dim() != 4 or groups == 1 or groups != x.shape[1] or weight.shape[0] != groups:
+        return False
+    kh, kw = weight.shape[-2:]
+    return x.shape[-2] < (kh - 1) * dilation[0] + 1 or x.shape[-1] < (kw - 1) * dilation[1] + 1
+
+
+class SmallMapDepthwiseConv(torch.autograd.Function):
+    """``F.conv2d(x, weight, None, stride, padding, dilation, groups=C)`` for a depthwise weight
+    of shape (C, 1, kh, kw), with the weight gradient computed tap by tap."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding, dilation)
+        return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: ANN205 - autograd's signature
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation = ctx.geometry
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, list(stride), list(padding), list(dilation), False,
+                [0, 0], x.shape[1], [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = tap_weight_grad(grad_out, x, weight.shape, stride, padding, dilation)
+        return grad_x, grad_w, None, None, None
+
+
+def tap_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, shape: torch.Size,
+                    stride: tuple[int, int], padding: tuple[int, int],
+                    dilation: tuple[int, int]) -> torch.Tensor:
+    """dL/dw[c, 0, i, j] = sum over n, h, w of grad_out[n, c, h, w] * x_padded[n, c, h*s + i*d, w*s + j*d]."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho, wo = grad_out.shape[-2:]
+    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+    taps = [(grad_out * xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh,
+                           j * dw: j * dw + (wo - 1) * sw + 1: sw]).sum((0, 2, 3))
+            for i in range(shape[-2]) for j in range(shape[-1])]
+    return torch.stack(taps, 1).view(shape).to(x.dtype)
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    return SmallMapDepthwiseConv.apply(x, weight, stride, padding, dilation)

@@ -1,0 +1,83 @@
+"""The depthwise conv for maps smaller than its kernel: same outputs and gradients as PyTorch's,
+and it is what a CPU training step of a 32 px model runs in its exit flow."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import xception
+import xception.models.depthwise as depthwise
+from xception.models.layers import Conv2d
+
+
+def _grads(fn, x, w):
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    y = fn(x, w)
+    y.backward(torch.linspace(-1, 2, y.numel()).view_as(y))
+    return y.detach(), x.grad, w.grad
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,dilation", [
+    ((2, 2), 3, 1, 1, 1),   # Xception's exit flow at 32 px
+    ((1, 1), 3, 1, 1, 1),
+    ((2, 3), 3, 1, 1, 1),   # one side large enough
+    ((2, 2), 3, 2, 1, 1),
+    ((2, 5), 3, 2, 1, 1),   # strided, more than one output column
+    ((1, 2), 5, 1, 2, 1),
+    ((2, 2), 3, 1, 2, 2),   # dilated (aligned Xception's exit flow)
+    ((3, 3), 3, 1, 0, 1),   # valid padding: equal size, still PyTorch's path
+])
+def test_small_map_depthwise_matches_pytorch(size, kernel, stride, padding, dilation):
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 6, *size, generator=gen) + 0.5).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 1, kernel, kernel, generator=gen)
+    s, p, d = (stride, stride), (padding, padding), (dilation, dilation)
+    ref = _grads(lambda a, b: F.conv2d(a, b, None, s, p, d, groups=6), x, w)
+    got = _grads(lambda a, b: depthwise.depthwise_conv2d(a, b, s, p, d), x, w)
+    for r, g in zip(ref, got, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_takes_the_path_only_where_it_pays():
+    conv = Conv2d(8, 8, 3, groups=8)
+    small = torch.randn(2, 8, 2, 2, requires_grad=True)
+    large = torch.randn(2, 8, 4, 4, requires_grad=True)
+    assert type(conv(small).grad_fn).__name__ == "SmallMapDepthwiseConvBackward"
+    assert type(conv(large).grad_fn).__name__ == "ConvolutionBackward0"
+    with torch.no_grad():
+        assert conv(small).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(conv(small).grad_fn).__name__ != "SmallMapDepthwiseConvBackward"
+    grouped = Conv2d(8, 8, 3, groups=4)  # not depthwise: PyTorch's conv
+    assert type(grouped(small).grad_fn).__name__ == "ConvolutionBackward0"
+
+
+def test_model_gradients_equal_with_and_without_the_path(monkeypatch, tiny):
+    """A 32 px training step of the small model: the exit flow's depthwise convs run on 2x2 maps;
+    every parameter's gradient equals the one PyTorch's conv gives."""
+    model = xception.create_model("xception_small", **tiny).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 1, 2, 3])
+    calls = []
+    real = depthwise.SmallMapDepthwiseConv.backward
+
+    def counted(ctx, g):
+        calls.append(g.shape)
+        return real(ctx, g)
+
+    monkeypatch.setattr(depthwise.SmallMapDepthwiseConv, "backward", staticmethod(counted))
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    got = grads()
+    assert calls and all(shape[-1] == 2 for shape in calls)  # the exit flow's 2x2 maps
+    monkeypatch.setattr(depthwise, "needs_small_map_path", lambda *a: False)
+    monkeypatch.setattr("xception.models.layers.needs_small_map_path", lambda *a: False)
+    want = grads()
+    for name, g in want.items():
+        scale = g.norm().clamp_min(1e-12)
+        assert (got[name] - g).norm() / scale < 1e-5, name
