@@ -75,7 +75,15 @@ def test_paper_jft_fc_adds_two_4096_layers():
 
 
 def test_quick_is_the_default_and_cosine_matches_torch():
-    assert get_recipe("quick") == RunConfig()
+    from xception.cli.main import build_parser
+    from xception.cli.train import resolve_config
+
+    quick = get_recipe("quick")
+    assert resolve_config(build_parser().parse_args(["train"])) == quick
+    # the paper's block structure at a small scale (see the recipe's docstring)
+    mcfg = quick.model.config
+    assert quick.model.name == "xception_tiny" and mcfg.middle_repeats == 8 and mcfg.residual
+    assert (quick.data.name, quick.data.image_size, quick.train.epochs) == ("digits", 32, 8)
     cfg = RunConfig()
     total = 184
     lrs = lrs_by_step(cfg, total, 23, 64)

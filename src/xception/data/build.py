@@ -24,7 +24,7 @@ from .folders import (
     read_manifest,
     scan_image_folder,
 )
-from .images import digits_augmentation, eval_transform, train_transform
+from .images import DigitsJitter, eval_transform, train_transform
 from .preprocess import Preprocess
 
 
@@ -90,7 +90,7 @@ def _digits(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
     images, labels = load_digits_images(cfg.image_size)
     train_idx, val_idx = split_indices(labels, cfg.val_fraction, cfg.split_seed)
     src = TensorSource(images, labels.tolist())
-    train = ImageDataset(src, digits_augmentation() if cfg.augment else None, 10,
+    train = ImageDataset(src, DigitsJitter() if cfg.augment else None, 10,
                          indices=train_idx)
     val = ImageDataset(src, None, 10, indices=val_idx)
     return train, val, DatasetInfo(10, tuple(str(i) for i in range(10)),

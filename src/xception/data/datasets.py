@@ -81,6 +81,8 @@ class ImageDataset(Dataset):
         if isinstance(item, BadSample):
             return item
         image, target = item
+        if hasattr(self.transform, "batch"):  # seeded by its argument, not the global generator
+            return self.transform.batch(image[None], [sample_seed(self.seed, epoch, j)])[0], target
         if self.transform is not None:
             # transforms draw from the default CPU generator: seed it for this sample, then put
             # it back (the generator's own calls; torch.manual_seed also seeds every device, ~50x
@@ -93,6 +95,19 @@ class ImageDataset(Dataset):
             finally:
                 gen.set_state(saved)
         return image, target
+
+
+    def __getitems__(self, keys: list) -> list:
+        """A batch of items (what ``DataLoader`` asks for): in-memory images with a batched
+        transform are transformed in one call, equal to ``[self[k] for k in keys]``."""
+        if not (hasattr(self.transform, "batch") and isinstance(self.source, TensorSource)):
+            return [self[k] for k in keys]
+        pairs = [k if isinstance(k, tuple) else (0, k) for k in keys]
+        rows = [int(self.indices[i]) for _, i in pairs]
+        images = self.source.images[torch.as_tensor(rows, dtype=torch.long)]
+        seeds = [sample_seed(self.seed, epoch, j) for (epoch, _), j in zip(pairs, rows, strict=True)]
+        out = self.transform.batch(images, seeds)
+        return [(out[n], self.source.targets[j]) for n, j in enumerate(rows)]
 
 
 def class_frequencies(targets: Sequence[Target], num_classes: int) -> np.ndarray:

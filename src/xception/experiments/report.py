@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from scipy import stats as sps
-
 from .definitions import Experiment
 from .stats import by_variant, interaction, to_markdown, value_at, welch
 
@@ -108,6 +106,8 @@ def verdict_spectrum(records: list[dict]) -> list[str]:
 def verdict_compression(records: list[dict]) -> list[str]:
     ratios = [1, 2, 4, 8]
     gains = [Contrast(records, f"ratio {r}", f"ratio {r}, no residual") for r in ratios]
+    from scipy import stats as sps  # lazy: see stats.welch
+
     rho = sps.spearmanr(ratios, [g.diff for g in gains]).statistic
     growth, p = interaction(*(values(records, v, "final_top1") for v in (
         "ratio 1", "ratio 1, no residual", "ratio 8", "ratio 8, no residual")))

@@ -8,8 +8,6 @@ import math
 import warnings
 from collections.abc import Sequence
 
-from scipy import stats as sps
-
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of training, where val loss is read (convergence speed)
 ACC_FRACTIONS = (0.25, 0.5)  # where val top-1 is read too: early losses can blow up, accuracy not
 
@@ -66,6 +64,8 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return diff, 1.0 if diff == 0 else 0.0
     with warnings.catch_warnings():  # near-identical seeds: scipy warns, the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
+        from scipy import stats as sps  # lazy: ~1.5 s, and every CLI command imports this package
+
         return diff, float(sps.ttest_ind(a, b, equal_var=False).pvalue)
 
 
@@ -83,6 +83,8 @@ def interaction(a1: Sequence[float], b1: Sequence[float], a2: Sequence[float],
     if se2 == 0:
         return diff, 1.0 if diff == 0 else 0.0
     df = se2 ** 2 / sum(t ** 2 / (len(g) - 1) for t, g in zip(terms, groups, strict=True))
+    from scipy import stats as sps
+
     return diff, float(2 * sps.t.sf(abs(diff) / math.sqrt(se2), df))
 
 

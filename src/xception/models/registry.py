@@ -25,11 +25,19 @@ XCEPTION_SMALL = XceptionConfig(
     entry_channels=(64, 128, 256), middle_channels=256, exit_channels=(256, 512),
     final_channels=(768, 1024), min_input_size=16, bn_momentum=0.1)
 
+# xception_small at a quarter to half of its widths (same blocks: entry, middle x8, exit), 0.70 M
+# parameters: the main job's model (``xception train`` on the digits, ~25 s on 2 CPU cores) and
+# the experiments' budget model (experiments/budget.py), where a CPU trains hundreds of them.
+XCEPTION_TINY = replace(
+    XCEPTION_SMALL, stem_channels=(16, 16), entry_channels=(32, 64, 128), middle_channels=128,
+    exit_channels=(128, 256), final_channels=(256, 256))
+
 INCEPTION_V3 = InceptionConfig()
 
 _CONFIGS: dict[str, Any] = {
     "xception": XCEPTION,
     "xception_small": XCEPTION_SMALL,
+    "xception_tiny": XCEPTION_TINY,
     "inception_v3": INCEPTION_V3,
     **ALIGNED,  # DeepLab's aligned Xception 41/65/71, timm's names
 }

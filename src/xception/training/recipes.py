@@ -22,13 +22,24 @@ from .config import (
 
 
 def quick() -> RunConfig:
-    """The project's main job: ``xception_small`` on the embedded digits, ~2 minutes on 2 CPU cores.
+    """The project's main job: ``xception_tiny`` on the embedded digits, ~30 s of training on 2 CPU
+    cores to ~99% val top-1 (README "Quick start": measured figures and the spread over seeds).
 
     Command: ``xception train`` (the same as ``xception train --recipe quick``).
-    SGD + Nesterov, lr 0.1 at batch 64, weight decay 5e-4, linear warm-up for 15% of the steps then
-    cosine decay, 8 epochs, small random affine jitter; reaches ~98-99% val top-1.
+    Still the paper's Xception block structure (stem, 3 entry blocks, 8 middle blocks of 3
+    separable convs, exit block, 2 separable convs, residuals, BN after every conv); scaled down:
+    - widths ~1/6-1/3 of the paper's (``xception_tiny``, 0.70 M parameters instead of 22.9 M):
+      1,438 training images of 10 classes need no more, and a 2-core CPU trains it in seconds;
+    - the stem keeps the resolution (stride 1) so 32 px images (the 8x8 digits upsampled) reach
+      the exit flow at 2x2 after four stride-2 stages (at 24 or 28 px, 25-45% cheaper, it measured
+      less accurate, at 16 px clearly worse);
+    - 8 epochs of SGD + Nesterov, lr 0.1 at batch 64, weight decay 5e-4, linear warm-up for 15%
+      of the steps then cosine decay (ours: the paper trains ImageNet for weeks); small random
+      rotations, shifts and zooms of the digits (``DigitsJitter``).
     """
-    return RunConfig()
+    return RunConfig(model=ModelSection("xception_tiny"),
+                     data=DataSection(name="digits", image_size=32),
+                     train=TrainSection(epochs=8, batch_size=64))
 
 
 def paper_imagenet() -> RunConfig:
