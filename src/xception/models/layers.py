@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .depthwise import depthwise_conv2d, needs_small_map_path
+from .small_maps import depthwise_conv2d, needs_small_map_path
 
 PADDINGS: tuple[str, ...] = ("tf_same", "symmetric", "valid")
 ORDERS: tuple[str, ...] = ("depthwise_first", "pointwise_first")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import xception
-import xception.models.depthwise as depthwise
+import xception.models.small_maps as depthwise
 from xception.models.layers import Conv2d
 
 
