@@ -73,7 +73,7 @@ def test_cli_rejects_bad_settings_before_any_work(tmp_path, capsys):
     for args, message in [
         (["--recipe", "paper-imagenet", "--set", "train.optimizer=sgd"],
          "unknown key 'train.optimizer'"),
-        (["--data", str(tmp_path / "nowhere")], "is not digits, cifar10"),
+        (["--data", str(tmp_path / "nowhere")], "is not digits, fashion-mnist, mnist, cifar10"),
         (["--recipe", "paper-imagenet"], "needs data.root (or --data PATH)"),
         (["--resume", str(tmp_path / "nothing")], "does not exist"),
     ]:

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="a JSON run config (as written to config.json; may be partial)")
     p.add_argument("--model", help="model name, e.g. xception_small, xception, inception_v3")
-    p.add_argument("--data", help="digits, cifar10, cifar100, an ImageFolder root (train/ + val/) "
-                   "or a multi-label manifest folder/file")
+    p.add_argument("--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, an ImageFolder "
+                   "root (train/ + val/) or a multi-label manifest folder/file")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, help="global batch (all processes together)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (see optimizer.lr_reference_batch)")

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .builtin import default_cache_dir, load_cifar, load_digits_images, split_indices
+from .builtin import (
+    default_cache_dir,
+    load_cifar,
+    load_digits_images,
+    split_indices,
+    to_unit_images,
+)
 from .datasets import ImageDataset, TensorSource, class_frequencies
 from .folders import (
     find_manifest,
@@ -24,6 +30,7 @@ from .folders import (
     read_manifest,
     scan_image_folder,
 )
+from .idx import CLASS_NAMES, load_idx_dataset
 from .images import DigitsJitter, eval_transform, train_transform
 from .preprocess import Preprocess
 
@@ -32,9 +39,10 @@ from .preprocess import Preprocess
 class DataSection:
     """The ``data`` section of a run config: which images, how they are split, augmented, loaded."""
 
-    name: str = "digits"          # digits | cifar10 | cifar100 | imagefolder | manifest
-    root: str = ""                # folder of the data (imagefolder/manifest); CIFAR: its cache dir
-    download: bool = False        # CIFAR only: fetch it into root if it is not there
+    name: str = "digits"          # digits | fashion-mnist | mnist | cifar10 | cifar100 | imagefolder
+    #                               | manifest
+    root: str = ""                # folder of the data (imagefolder/manifest); others: where to look
+    download: bool = False        # CIFAR, (Fashion-)MNIST: fetch it into root if it is not there
     train_split: str = "train"    # imagefolder: sub-folder; manifest: file stem (train.csv/.jsonl)
     val_split: str = "val"
     image_size: int = 32          # digits are 8x8; upsampled so the 32 px model sees them
@@ -61,10 +69,13 @@ class DatasetInfo:
     class_weights: tuple[float, ...] | None = None  # per-class weights for MAP@100
 
 
+NAMED = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")  # need no data.root
+
+
 def resolve_data_arg(text: str) -> dict[str, Any]:
     """``--data`` as config values: a dataset name, an ImageFolder root (``train/`` + ``val/``), a
     manifest folder (``train.jsonl``/``.csv`` + ``classes.txt``) or a manifest file."""
-    if text in ("digits", "cifar10", "cifar100"):
+    if text in NAMED:
         return {"name": text}
     p = Path(text)
     if p.is_file() and p.suffix in (".jsonl", ".csv"):
@@ -76,8 +87,8 @@ def resolve_data_arg(text: str) -> dict[str, Any]:
             return {"name": "imagefolder", "root": str(p)}
         raise DataError(f"--data {text!r}: the folder holds neither train/ + val/ class folders "
                         "nor a train.jsonl / train.csv manifest")
-    raise DataError(f"--data {text!r} is not digits, cifar10, cifar100, a folder or a "
-                    ".jsonl/.csv manifest")
+    raise DataError(f"--data {text!r} is not {', '.join(NAMED)}, a folder or a .jsonl/.csv "
+                    "manifest")
 
 
 def _subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
@@ -109,6 +120,18 @@ def _cifar(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
     return train, val, DatasetInfo(n, names, Preprocess(size, 3, crop_fraction=1.0))
 
 
+def _idx(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
+    """Fashion-MNIST / MNIST: 28x28 grayscale resized to ``image_size``, [-1, 1] like the digits;
+    the official split, the 10,000 test images as validation; the digits' jitter (no flips)."""
+    root = Path(cfg.root).expanduser() if cfg.root else None
+    x_tr, y_tr, x_va, y_va = load_idx_dataset(cfg.name, root, cfg.download, default_cache_dir())
+    size = cfg.image_size
+    train = ImageDataset(TensorSource(to_unit_images(x_tr, size), y_tr.tolist()),
+                         DigitsJitter() if cfg.augment else None, 10)
+    val = ImageDataset(TensorSource(to_unit_images(x_va, size), y_va.tolist()), None, 10)
+    return train, val, DatasetInfo(10, CLASS_NAMES[cfg.name], Preprocess(size, 1))
+
+
 def _files(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
@@ -138,11 +161,11 @@ def _files(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
 
 def build_datasets(cfg: DataSection, seed: int = 0) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
     """(train, val, info) for the configured dataset; ``seed`` seeds the training augmentation."""
-    builders = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar,
-                "imagefolder": _files, "manifest": _files}
+    builders = {"digits": _digits, "fashion-mnist": _idx, "mnist": _idx, "cifar10": _cifar,
+                "cifar100": _cifar, "imagefolder": _files, "manifest": _files}
     if cfg.name not in builders:
         raise DataError(f"unknown dataset {cfg.name!r}; available: {sorted(builders)}")
-    if cfg.name != "digits" and cfg.name not in ("cifar10", "cifar100") and not cfg.root:
+    if cfg.name not in NAMED and not cfg.root:
         raise DataError(f"data.name={cfg.name!r} needs data.root (or --data PATH)")
     train, val, info = builders[cfg.name](cfg)
     if cfg.train_subset < 0 or cfg.val_subset < 0:

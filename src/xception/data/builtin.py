@@ -55,13 +55,18 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     return digits.images, digits.target
 
 
+def to_unit_images(images: np.ndarray, image_size: int, top: float = 255.0) -> torch.Tensor:
+    """(N, H, W) grayscale in 0..top as (N, 1, S, S) float32 in [-1, 1], resized bilinearly."""
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32)).unsqueeze(1) / top
+    if image_size != x.shape[-1]:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return (x * 2 - 1).clamp_(-1, 1)
+
+
 def load_digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
     """All digits as (N, 1, S, S) float images in [-1, 1] and their labels."""
     images, labels = read_digits()
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
-    if image_size != x.shape[-1]:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return (x * 2 - 1).clamp_(-1, 1), labels
+    return to_unit_images(images, image_size, top=16.0), labels
 
 
 # torchvision's on-disk layout of the two CIFAR archives

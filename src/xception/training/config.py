@@ -173,7 +173,7 @@ def read_config_file(path: str | Path) -> Any:
 SECTION_ALIASES = {"optim": "optimizer"}
 
 CHOICES: dict[str, tuple] = {
-    "data.name": ("digits", "cifar10", "cifar100", "imagefolder", "manifest"),
+    "data.name": ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "manifest"),
     "optimizer.name": ("sgd", "adamw", "rmsprop"),
     "schedule.name": ("cosine", "step", "constant"),
     "schedule.decay_unit": ("epochs", "samples", "steps"),
