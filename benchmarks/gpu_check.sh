@@ -8,5 +8,7 @@ OUT="${OUT:-benchmarks/out}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
   > "$OUT/nvidia_smi.csv" 2>&1 || true
+# the kernels are off by default on CUDA until this run has checked them (fast/kernels/launch.py)
+export XCEPTION_CUDA_KERNELS=1
 PYTHONPATH=src timeout 540 python benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
 exit "${PIPESTATUS[0]}"

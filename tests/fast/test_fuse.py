@@ -103,3 +103,40 @@ def test_folded_model_on_kernels_equals_eval_model(tiny):
         model, fast, x = model.cuda(), fast.cuda(), x.cuda()
     with torch.no_grad():
         assert relative_error(fast(x), model(x)) <= 1e-4
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("triton"),
+                    reason="needs triton")
+def test_a_failing_kernel_falls_back_to_pytorch_with_one_warning(tiny, monkeypatch):
+    """A kernel that cannot launch (or compile) never crashes eval/predict: optimize_for_inference
+    warns and returns the PyTorch-ops model, which computes the eval-mode function."""
+    from weights_helpers import randomize_bn
+
+    from xception.fast import optimize_for_inference
+    from xception.fast.kernels import ops
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("triton launch failed (planted)")
+
+    monkeypatch.setattr(ops._DepthwiseConv, "forward", staticmethod(broken))
+    model = randomize_bn(xception.create_model("xception_small", **tiny, min_input_size=16)).eval()
+    with pytest.warns(RuntimeWarning, match="Triton kernels failed.*planted.*PyTorch's ops"):
+        fast = optimize_for_inference(model, kernels=True, verify=False)
+    assert calls  # the kernel path was tried
+    assert not any(isinstance(m, (FusedXceptionBlock, FusedStem)) for m in fast.modules())
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        assert relative_error(fast(x), model(x)) <= 1e-4
+
+
+def test_kernels_are_off_by_default_on_cuda_until_switched_on(monkeypatch):
+    from xception.fast.kernels import launch
+
+    monkeypatch.delenv("XCEPTION_CUDA_KERNELS", raising=False)
+    assert launch.KERNELS_VERIFIED_ON_GPU is False  # no recorded GPU correctness run yet
+    assert launch.cuda_kernels_by_default() is False
+    monkeypatch.setenv("XCEPTION_CUDA_KERNELS", "1")
+    assert launch.cuda_kernels_by_default() is True

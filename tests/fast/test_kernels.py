@@ -22,7 +22,12 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_fused_op_matches_pytorch(case, dtype, training):
+    before = launch.LAUNCHES.copy()
     r = run_case(case, DEVICE, dtype, training, n=2, c=80, size=11)
+    launched = launch.LAUNCHES - before
+    # the Triton path ran, forward and backward: a silent fallback to PyTorch launches nothing
+    assert launched, f"{case.name}: no Triton kernel was launched"
+    assert any("bwd" in k or "backward" in k for k in launched), (case.name, dict(launched))
     assert r["ok"], f"{case.name}: {r['errors']} (tolerance {r['tolerance']})"
     assert set(r["errors"]) >= {"out", "grad_in0"}
 

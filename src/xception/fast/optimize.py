@@ -22,7 +22,7 @@ from torch import nn
 
 from .fold import fold_batchnorm
 from .fuse import fuse_model
-from .kernels.launch import triton_installed
+from .kernels.launch import cuda_kernels_by_default, triton_installed
 
 # the largest max |optimized - reference| / max |reference| accepted, by dtype (bfloat16: 8 bits
 # of mantissa through 36 layers); the kernel checks (kernels/check.py) hold the fused ops to it too
@@ -102,7 +102,10 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     pass False for ONNX export. ``compile=True`` adds ``torch.compile`` with freezing: the
     fastest on CPU, but each new input shape costs a compilation (tens of seconds), so use it
     for long runs (evaluation, serving), not for a handful of images. ``kernels``: use the
-    Triton kernels (``"auto"``: when the model is on a GPU and triton is installed).
+    Triton kernels (``"auto"``: on a GPU with triton installed, and only where
+    ``cuda_kernels_by_default()`` - off until a GPU correctness run is recorded). Whenever the
+    kernels are used they are checked against the model first; any failure (compiling,
+    launching, accuracy) warns and falls back to PyTorch's ops.
     ``dtype=torch.bfloat16`` stores weights and activations in bfloat16 (inputs and outputs
     stay float32): on CPUs with AMX (Sapphire Rapids and later) about 3x faster, at about 1e-2
     relative error instead of 1e-4 - an opt-in, never the default.
@@ -111,33 +114,58 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     plain eval-mode copy instead.
     """
     was_training = model.training
-    fast = copy.deepcopy(model).eval()
-    fold_batchnorm(fast)
-    fast.requires_grad_(False)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     model_dtype = dtype_of(model)
-    if kernels is True or (kernels == "auto" and device.type == "cuda" and triton_installed()):
-        fuse_model(fast, channels_last=channels_last)
-    if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
-    if dtype is not None and dtype != model_dtype:
-        fast = fast.to(dtype)
-        _cast_io(fast, dtype)
-    if verify:
+    tol = TOLERANCE[torch.bfloat16 if dtype == torch.bfloat16 else torch.float32]
+
+    def build(fused: bool) -> nn.Module:
+        fast = copy.deepcopy(model).eval()
+        fold_batchnorm(fast)
+        fast.requires_grad_(False)
+        if fused:
+            fuse_model(fast, channels_last=channels_last)
+        if channels_last:
+            fast = fast.to(memory_format=torch.channels_last)
+        if dtype is not None and dtype != model_dtype:
+            fast = fast.to(dtype)
+            _cast_io(fast, dtype)
+        return fast
+
+    def check(fast: nn.Module) -> float:
         chans, size = _input_spec(model)
         gen = torch.Generator(device="cpu").manual_seed(0)
         x = torch.randn(2, chans, size, size, generator=gen).to(device=device, dtype=model_dtype)
         model.eval()
         try:
             with torch.no_grad():
-                err = relative_error(fast(x), model(x))
+                return relative_error(fast(x), model(x))
         finally:
             model.train(was_training)
-        tol = TOLERANCE[torch.bfloat16 if dtype == torch.bfloat16 else torch.float32]
-        if not err <= tol:
-            warnings.warn(f"optimize_for_inference: the optimized model differs from the "
-                          f"original by {err:.2e} (relative), more than {tol:g}; using the "
-                          "unoptimized eval-mode model", RuntimeWarning, stacklevel=2)
-            return copy.deepcopy(model).eval().requires_grad_(False)
+
+    wanted = kernels is True or (kernels == "auto" and device.type == "cuda"
+                                 and triton_installed() and cuda_kernels_by_default())
+    fast = None
+    if wanted:
+        # the kernels are always self-checked: a compile, launch or accuracy failure falls back
+        # to PyTorch's ops with one warning instead of failing eval/predict/benchmark
+        try:
+            fast = build(fused=True)
+            err = check(fast)
+            if not err <= tol:
+                raise RuntimeError(f"they differ from the model by {err:.2e} (relative), more "
+                                   f"than {tol:g}")
+        except Exception as exc:  # noqa: BLE001 - any kernel failure: use the PyTorch ops
+            warnings.warn(f"optimize_for_inference: the Triton kernels failed ({type(exc).__name__}: "
+                          f"{exc}); using PyTorch's ops", RuntimeWarning, stacklevel=2)
+            fast = None
+    if fast is None:
+        fast = build(fused=False)
+        if verify:
+            err = check(fast)
+            if not err <= tol:
+                warnings.warn(f"optimize_for_inference: the optimized model differs from the "
+                              f"original by {err:.2e} (relative), more than {tol:g}; using the "
+                              "unoptimized eval-mode model", RuntimeWarning, stacklevel=2)
+                return copy.deepcopy(model).eval().requires_grad_(False)
     return CompiledForInference(fast) if compile else fast

@@ -9,6 +9,7 @@ without a GPU. Nothing in this package imports triton until a kernel is launched
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import importlib.util
@@ -54,6 +55,18 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# The one switch for the Triton kernels' default on CUDA (``optimize_for_inference(kernels=
+# "auto")``, hence eval/predict/benchmark): off until a GPU correctness run of the kernels
+# (benchmarks/gpu_check.sh, sections 1-2) is recorded in benchmarks/RESULTS.md. The environment
+# variable XCEPTION_CUDA_KERNELS=1 turns it on for one process (e.g. that GPU run itself).
+KERNELS_VERIFIED_ON_GPU = False
+
+
+def cuda_kernels_by_default() -> bool:
+    """Whether ``kernels="auto"`` uses the Triton kernels for a model on a GPU."""
+    return KERNELS_VERIFIED_ON_GPU or os.environ.get("XCEPTION_CUDA_KERNELS", "") == "1"
+
+
 def kernels_run_on(x: torch.Tensor) -> bool:
     """Whether the fused ops run Triton kernels on ``x``: a CUDA tensor, or a CPU tensor under
     the interpreter (unless ``use_backend("torch")`` says otherwise)."""
@@ -62,6 +75,11 @@ def kernels_run_on(x: torch.Tensor) -> bool:
     if x.is_cuda:
         return True
     return x.device.type == "cpu" and interpreter_enabled()
+
+
+# kernel name -> launches in this process: tests assert the Triton path really ran (a silent
+# fallback to PyTorch's ops launches nothing)
+LAUNCHES: collections.Counter[str] = collections.Counter()
 
 
 @functools.cache
@@ -82,6 +100,7 @@ def launch(fn: Callable, grid: tuple[int, ...], *args: Any, num_warps: int = 4, 
                            "TRITON_INTERPRET=1 in the environment before triton is imported "
                            "(torchvision imports it)")
     _jit(fn)[grid](*args, num_warps=num_warps, **meta)
+    LAUNCHES[fn.__name__] += 1
 
 
 def rows_block(gpu_rows: int) -> int:
