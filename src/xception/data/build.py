@@ -161,15 +161,18 @@ def _files(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
 
 def build_datasets(cfg: DataSection, seed: int = 0) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
     """(train, val, info) for the configured dataset; ``seed`` seeds the training augmentation."""
-    builders = {"digits": _digits, "fashion-mnist": _idx, "mnist": _idx, "cifar10": _cifar,
-                "cifar100": _cifar, "imagefolder": _files, "manifest": _files}
-    if cfg.name not in builders:
-        raise DataError(f"unknown dataset {cfg.name!r}; available: {sorted(builders)}")
+    if cfg.name not in BUILDERS:
+        raise DataError(f"unknown dataset {cfg.name!r}; available: {sorted(BUILDERS)}")
     if cfg.name not in NAMED and not cfg.root:
         raise DataError(f"data.name={cfg.name!r} needs data.root (or --data PATH)")
-    train, val, info = builders[cfg.name](cfg)
+    train, val, info = BUILDERS[cfg.name](cfg)
     if cfg.train_subset < 0 or cfg.val_subset < 0:
         raise DataError("data.train_subset and data.val_subset must be >= 0")
     train = _subset(train, cfg.train_subset, cfg.split_seed).with_seed(seed)
     val = _subset(val, cfg.val_subset, cfg.split_seed + 1)
     return train, val, info
+
+
+BUILDERS = {"digits": _digits, "fashion-mnist": _idx, "mnist": _idx, "cifar10": _cifar,
+            "cifar100": _cifar, "imagefolder": _files, "manifest": _files}
+DATASETS = tuple(BUILDERS)  # every data.name: the run config's choices

@@ -15,7 +15,9 @@ imports triton), and reading images or building the data package should not pay 
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import stat
 import warnings
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
@@ -178,9 +181,6 @@ class DigitsJitter:
     def theta(self, seed: int) -> list[list[float]]:
         """The 2x3 ``affine_grid`` matrix of one sample: output pixel -> input pixel, i.e. the
         inverse of rotate-zoom-shift, in grid units (the image spans [-1, 1])."""
-        import math
-        import random
-
         rng = random.Random(seed)
         angle = math.radians(rng.uniform(-self.degrees, self.degrees))
         zoom = rng.uniform(*self.scale)
@@ -190,8 +190,6 @@ class DigitsJitter:
 
     def batch(self, images: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Jitter (N, C, H, W) images, image i with ``seeds[i]``."""
-        import torch.nn.functional as F
-
         theta = torch.tensor([self.theta(s) for s in seeds], dtype=images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         out = F.grid_sample(images - self.fill, grid, mode="bilinear", padding_mode="zeros",

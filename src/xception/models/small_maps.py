@@ -19,13 +19,15 @@ def needs_small_map_path(x: torch.Tensor, weight: torch.Tensor, groups: int,
                          dilation: tuple[int, ...]) -> bool:
     """A depthwise conv on CPU whose weight gradient will be taken and whose map is smaller than
     the kernel's extent (the case oneDNN is slow at)."""
-    if x.device.type != "cpu" or not (torch.is_grad_enabled() and weight.requires_grad):
+    if groups == 1 or x.device.type != "cpu" or x.dim() != 4:  # most convs stop here
+        return False
+    if groups != x.shape[1] or weight.shape[0] != groups:
+        return False
+    if not (torch.is_grad_enabled() and weight.requires_grad):
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cpu") or x.dtype != weight.dtype:
-        return False
-    if x.dim() != 4 or groups == 1 or groups != x.shape[1] or weight.shape[0] != groups:
         return False
     kh, kw = weight.shape[-2:]
     return x.shape[-2] < (kh - 1) * dilation[0] + 1 or x.shape[-1] < (kw - 1) * dilation[1] + 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataSection
+from ..data.build import DATASETS
 from ..errors import ConfigError
 from ..models import InceptionConfig, XceptionConfig, model_config
 
@@ -173,7 +174,7 @@ def read_config_file(path: str | Path) -> Any:
 SECTION_ALIASES = {"optim": "optimizer"}
 
 CHOICES: dict[str, tuple] = {
-    "data.name": ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "manifest"),
+    "data.name": DATASETS,
     "optimizer.name": ("sgd", "adamw", "rmsprop"),
     "schedule.name": ("cosine", "step", "constant"),
     "schedule.decay_unit": ("epochs", "samples", "steps"),
