@@ -10,12 +10,13 @@ from xception.experiments import base_config, get_experiment, run
 from xception.experiments.budget import count_parameters
 from xception.experiments.definitions import match_parameters, segment_points
 from xception.experiments.report import render
-from xception.experiments.stats import mean_std, summarize, to_csv, to_markdown, value_at, welch
+from xception.experiments.stats import summarize, to_csv, to_markdown
+from xception.experiments.verdicts import evaluate, headline
 from xception.models.layers import SpectrumConv
 from xception.models.registry import create_model
 from xception.models.xception import Shortcut
 
-TINY_RUN = ["train.epochs=2", "data.train_subset=32", "data.image_size=16",
+TINY_RUN = ["data.name=digits", "train.epochs=2", "data.train_subset=32", "data.image_size=16",
             "model.stem_channels=[8,8]", "model.entry_channels=[8,16,16]",
             "model.middle_channels=16", "model.middle_repeats=1", "model.exit_channels=[16,32]",
             "model.final_channels=[32,32]"]
@@ -25,16 +26,20 @@ TINY_RUN = ["train.epochs=2", "data.train_subset=32", "data.image_size=16",
 def test_every_experiment_runs_end_to_end(name, tmp_path):
     out = run(name, seeds=2, overrides=TINY_RUN, out_dir=tmp_path / name, log=lambda s: None)
     files = {p.name for p in out.iterdir()}
-    assert {"results.md", "results.csv", "curves.png", "summary.png", "report.md",
-            "runs.jsonl"} <= files
+    extra = {"spectrum": {"cost.png"}, "compression": {"benefit.png"}}.get(name, set())
+    assert {"results.md", "results.csv", "curves.png", "summary.png", "effects.png", "report.md",
+            "runs.jsonl", *extra} <= files
     exp = get_experiment(name, "xception_small", base_config(TINY_RUN).model.overrides)
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 2 * len(exp.variants)
     rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert [r["variant"] for r in rows] == [v.name for v in exp.variants]
     report = (out / "report.md").read_text()
-    assert "## Verdict" in report and "| variant |" in report and "p = " in report
-    for png in ("curves.png", "summary.png"):
+    assert report.index("## Declared") < report.index("## Verdict") < report.index("## Results")
+    assert "95% CI" in report and "## Confounds" in report and "| variant |" in report
+    word = report.split("## Verdict")[1].split("**")[1]
+    assert word in ("supports", "contradicts") or word.startswith("inconclusive (could detect ≥")
+    for png in ("curves.png", "summary.png", "effects.png", *extra):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -133,104 +138,150 @@ def test_compression_variants_squeeze_the_inner_convs():
     assert m["ratio 8, no residual"].middle_flow[0].shortcut is None
 
 
-def test_mean_std_and_loss_at_fractions():
-    mean, std = mean_std([0.90, 0.92, 0.94])
-    assert mean == pytest.approx(0.92) and std == pytest.approx(0.02)
-    assert mean_std([0.5]) == (0.5, 0.0)
-    hist = [{"epoch": e, "val_loss": 10.0 - e} for e in range(1, 9)]
-    assert value_at(hist, 0.25) == 8.0 and value_at(hist, 0.5) == 6.0 and value_at(hist, 1.0) == 2.0
-    hist = [{"epoch": e, "val_top1": e / 10} for e in range(1, 9)]
-    assert value_at(hist, 0.25, "val_top1") == 0.2
-
-
-def record(variant, seed, final, losses, params=100):
-    hist = [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v,
-             "val_top1": final - 0.05 * (len(losses) - 1 - i)} for i, v in enumerate(losses)]
-    return {"variant": variant, "seed": seed, "final_top1": final, "best_top1": final + 0.01,
+def record(variant, seed, final, losses=(1.0, 1.0), params=100, accs=None):
+    accs = accs or [final] * len(losses)
+    hist = [{"epoch": i + 1, "train_loss": t, "val_loss": 1.0, "val_top1": a}
+            for i, (t, a) in enumerate(zip(losses, accs, strict=True))]
+    return {"variant": variant, "seed": seed, "final_top1": final, "best_top1": max(accs),
             "history": hist, "params": params, "macs": 2_000_000, "img_per_s": 100.0 + seed}
 
 
 def test_summary_table_from_known_per_seed_numbers():
-    recs = [record("a", 0, 0.90, [4, 3, 2, 1]), record("a", 1, 0.94, [6, 5, 4, 3]),
-            record("b", 0, 0.50, [8, 8, 8, 8], params=50)]
+    recs = [record("a", 0, 0.90, [0.5, 0.3], accs=[0.80, 0.90]),
+            record("a", 1, 0.94, [0.4, 0.1], accs=[0.84, 0.94]),
+            record("b", 0, 0.50, [2.0, 2.0], params=50)]
     rows = summarize(recs)
     assert [r["variant"] for r in rows] == ["a", "b"]
     a = rows[0]
-    assert a["final_top1"][0] == pytest.approx(0.92)
-    assert a["final_top1"][1] == pytest.approx(math.sqrt(2) * 0.02)
-    assert a["val_loss@25%"] == (5.0, pytest.approx(math.sqrt(2)))
-    assert a["val_loss@100%"][0] == 2.0 and a["img_per_s"][0] == 100.5
+    half = 12.706205 * 0.02 * math.sqrt(2) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
+    assert a["final_top1"] == pytest.approx((0.92, 0.92 - half, 0.92 + half), rel=1e-6)
+    assert a["auc"][0] == pytest.approx((0.85 + 0.89) / 2)
+    assert a["train_loss"][0] == pytest.approx(0.2)
+    assert a["train_loss_change"][0] == pytest.approx(-0.25)  # -0.2 and -0.3
+    assert a["img_per_s"][0] == 100.5
     md = to_markdown(rows)
-    assert a["val_top1@25%"][0] == pytest.approx(0.77)  # epoch 1 of 4: final - 0.15
-    assert "| a | 2 | 92.00 ± 2.83 | 93.00 ± 2.83 | 77.00 ± 2.83 | 82.00 ± 2.83 | 5.000 ± 1.414 |" in md
-    assert "| b | 1 | 50.00 ± 0.00 |" in md
+    assert f"| a | 2 | 92.00 [{100 * (0.92 - half):.2f}, {100 * (0.92 + half):.2f}] |" in md
+    assert "| b | 1 | 50.00 | 50.00 | 2.0000 | 0.0000 |" in md
     parsed = list(csv.DictReader(to_csv(rows).splitlines()))
     assert float(parsed[0]["final_top1_mean"]) == pytest.approx(0.92)
+    assert float(parsed[0]["final_top1_ci_high"]) == pytest.approx(0.92 + half)
     assert parsed[1]["params"] == "50"
 
 
-def test_welch_matches_a_hand_computed_case():
-    diff, p = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
-    # t = -3 / sqrt(1/3 + 1/3) = -3.674, df = 4 -> two-sided p = 0.02131
-    assert diff == -3.0 and p == pytest.approx(0.02131, abs=1e-4)
-    assert math.isnan(welch([1.0], [2.0, 3.0])[1])
-    assert welch([1.0, 1.0], [1.0, 1.0]) == (0.0, 1.0)
+def _exp(name, **kw):
+    return get_experiment(name, "xception_small", base_config(TINY_RUN).model.overrides, **kw)
 
 
-def verdict(name, recs):
-    exp = get_experiment(name, "xception_small", base_config(TINY_RUN).model.overrides)
-    return render(exp, recs, summarize(recs), ["test"]).split("## Verdict")[1]
+NOISE = [0.003, -0.002, 0.001, -0.003, 0.002]
 
 
-def test_residual_verdict_follows_the_numbers():
-    good = [record("residual", s, 0.95 + 0.005 * s, [1, 1, 1, 1]) for s in range(3)]
-    bad = [record("no residual", s, 0.70 + 0.005 * s, [3, 2, 2, 2]) for s in range(3)]
-    assert "**Reproduces**" in verdict("residual", good + bad)
-    same = [record(v, s, 0.9 + 0.01 * s, [1, 1, 1, 1]) for v in ("residual", "no residual")
-            for s in range(3)]
-    assert "**Inconclusive at this scale**" in verdict("residual", same)
+def test_residual_verdicts_follow_the_numbers():
+    exp = _exp("residual")
+    good = [record("residual", s, 0.90 + 0.02 * s) for s in range(5)]
+    worse = [record("no residual", s, 0.88 + 0.02 * s + NOISE[s]) for s in range(5)]
+    assert headline(evaluate(exp, good + worse)) == "supports"
     flipped = [{**r, "variant": "no residual" if r["variant"] == "residual" else "residual"}
-               for r in good + bad]
-    assert "**Does not reproduce**" in verdict("residual", flipped)
+               for r in good + worse]
+    assert headline(evaluate(exp, flipped)) == "contradicts"
+    # a 0.2-point gain under 1-point noise: inconclusive, with what could have been detected
+    noisy = [record("no residual", s, 0.898 + 0.02 * s + 3 * NOISE[s]) for s in range(5)]
+    out = evaluate(exp, good + noisy)
+    word = headline(out)
+    assert word.startswith("inconclusive (could detect ≥ ") and word.endswith(" points)")
+    assert float(word.split("≥ ")[1].split()[0]) == pytest.approx(out[0].detectable, abs=0.01)
+    assert out[0].detectable > abs(out[0].effect.diff)
 
 
-def test_activation_verdict_reads_the_ranking():
-    recs = [record(v, s, acc + 0.002 * s, [1] * 4) for v, acc in
-            (("none", 0.9), ("ELU", 0.8), ("ReLU", 0.7)) for s in range(3)]
-    assert "ranking reproduces" in verdict("activation", recs)
-    recs = [record(v, s, acc + 0.002 * s, [1] * 4) for v, acc in
-            (("none", 0.7), ("ELU", 0.8), ("ReLU", 0.9)) for s in range(3)]
-    assert "does not reproduce**: observed ReLU > ELU > none" in verdict("activation", recs)
+def test_tests_are_paired_by_seed():
+    """Seed effects shared by both variants cancel; missing seeds are left out of the pairs."""
+    exp = _exp("residual")
+    seed_effect = [0.0, 0.10, -0.05, 0.07, 0.02]
+    recs = [record("residual", s, 0.80 + seed_effect[s] + 0.01 + NOISE[s] / 3) for s in range(5)]
+    recs += [record("no residual", s, 0.80 + seed_effect[s]) for s in range(4)]
+    primary = evaluate(exp, recs)[0]
+    assert primary.effect.n == 4 and primary.verdict == "supports"
+    assert primary.effect.diff == pytest.approx(1.0 + 100 * sum(NOISE[:4]) / 3 / 4)
 
 
-def test_compression_verdict_detects_growth():
+def test_holm_decides_the_activation_verdict():
+    exp = _exp("activation")
+    base = [0.90 + 0.01 * s for s in range(5)]
+    recs = [record("none", s, base[s] + 0.01 + NOISE[s]) for s in range(5)]
+    recs += [record("ELU", s, base[s] + 0.005) for s in range(5)]
+    recs += [record("ReLU", s, base[s]) for s in range(5)]
+    out = evaluate(exp, recs)
+    assert [o.test.label for o in out] == ["none > ELU", "ELU > ReLU", "none > ReLU"]
+    # Holm: the smallest p times 3, then times 2, ... and never below an earlier one
+    ps = [o.effect.p for o in out]
+    order = sorted(range(3), key=lambda i: ps[i])
+    assert out[order[0]].p_adj == pytest.approx(min(1, 3 * ps[order[0]]))
+    assert all(o.p_adj >= o.effect.p for o in out)
+    assert out[1].verdict == "supports"  # ELU - ReLU = 0.5 points, no noise at all
+    assert headline(out) in ("supports", out[0].verdict)
+
+
+def test_order_claims_equivalence_only_with_an_equivalence_test():
+    exp = _exp("order")
+    names = ["depthwise-first", "depthwise-first + ReLU", "pointwise-first",
+             "pointwise-first + ReLU"]
+    tight = [record(v, s, 0.9 + 0.01 * s + NOISE[s] / 10 * (i % 2)) for i, v in enumerate(names)
+             for s in range(5)]
+    assert headline(evaluate(exp, tight)) == "supports"  # |diff| << 0.5 points, tight CI
+    apart = [record(v, s, 0.9 + 0.01 * s + (0.02 if v.startswith("point") else 0) + NOISE[s] / 5)
+             for v in names for s in range(5)]
+    assert headline(evaluate(exp, apart)) == "contradicts"  # 2 points apart, margin 0.5
+    loose = [record(v, s, 0.9 + 0.01 * s + (4 * NOISE[s] if v.startswith("point") else 0))
+             for v in names for s in range(5)]
+    assert headline(evaluate(exp, loose)).startswith("inconclusive")  # no difference shown,
+    # but the noise is too large to show equivalence within 0.5 points either
+
+
+def compression_records(gains, spread=0.0):
     recs = []
-    for r, gain in ((1, 0.0), (2, 0.05), (4, 0.1), (8, 0.2)):
-        for s in range(3):
-            recs.append(record(f"ratio {r}", s, 0.8 + gain + 0.002 * s, [1] * 4))
-            recs.append(record(f"ratio {r}, no residual", s, 0.8 + 0.002 * s, [1] * 4))
-    assert "**The residual benefit grows with compression**" in verdict("compression", recs)
-    # the same means with a wide seed-to-seed spread without residuals: a trend, not a finding
-    noisy = [dict(r, final_top1=r["final_top1"] + (0.15 * (r["seed"] - 1)
-                                                    if "no residual" in r["variant"] else 0))
-             for r in recs]
-    assert "**A trend, not significant at this scale**" in verdict("compression", noisy)
+    for r, gain in zip((1, 2, 4, 8), gains, strict=True):
+        for s in range(5):
+            recs.append(record(f"ratio {r}", s, 0.8 + gain + 0.01 * s))
+            recs.append(record(f"ratio {r}, no residual", s, 0.8 + 0.01 * s + spread * NOISE[s]
+                               * (1 + r)))
+    return recs
 
 
-def test_interaction_matches_a_hand_computed_case():
-    from xception.experiments.stats import interaction
+def test_compression_trend_of_the_residual_benefit():
+    exp = _exp("compression")
+    out = evaluate(exp, compression_records((0.0, 0.01, 0.02, 0.03), spread=0.2))
+    trend = out[0]
+    assert trend.test.is_trend and trend.test.primary
+    assert trend.effect.diff == pytest.approx(1.0, abs=0.05)  # +1 point per doubling
+    assert trend.verdict == "supports"
+    assert headline(evaluate(exp, compression_records((0.03, 0.02, 0.01, 0.0)))) == "contradicts"
+    flat = evaluate(exp, compression_records((0.01,) * 4, spread=3.0))
+    assert headline(flat).startswith("inconclusive")
+    assert [o.test.primary for o in flat] == [True, False, False, False, False]
 
-    a1, b1, a2, b2 = [1.0, 2.0, 3.0], [0.0, 0.0, 1.0], [5.0, 7.0, 9.0], [1.0, 1.0, 2.0]
-    diff, p = interaction(a1, b1, a2, b2)
-    assert diff == pytest.approx((7 - 4 / 3) - (2 - 1 / 3))  # 4.0
-    # variances 1, 1/3, 4, 1/3 over 3 seeds each: se^2 = 17/9; df = se^4 / sum((v/3)^2 / 2)
-    terms = [1 / 3, 1 / 9, 4 / 3, 1 / 9]
-    df = (17 / 9) ** 2 / sum(t ** 2 / 2 for t in terms)
-    from scipy import stats as sps
 
-    assert p == pytest.approx(2 * sps.t.sf(4.0 / math.sqrt(17 / 9), df))
-    assert 0.01 < p < 0.2
-    assert math.isnan(interaction([1.0], [0.0], [2.0], [0.0])[1])
+def test_report_declares_before_the_numbers():
+    exp = _exp("residual")
+    recs = [record(v, s, 0.9 + 0.01 * s + (0.01 if v == "residual" else 0) + NOISE[s] / 4)
+            for v in ("residual", "no residual") for s in range(5)]
+    text = render(exp, recs, summarize(recs), evaluate(exp, recs), ["setup line"], ["curves"])
+    declared = text.split("## Declared before the runs")[1].split("## Verdict")[0]
+    assert "Primary metric: final validation top-1" in declared and "Holm" in declared
+    assert "residual − no residual: claimed > 0" in declared
+    assert "%" not in declared.split("Primary metric")[0]  # no numbers before the verdict
+    verdict = text.split("## Verdict")[1].split("## Confounds")[0]
+    assert "**supports**" in verdict and "Omnibus" in verdict and "[+" in verdict
+    assert "shortcut convolutions" in text.split("## Confounds")[1]
+
+
+def test_parameter_matched_compression_is_within_ten_percent():
+    base = base_config(TINY_RUN).model.overrides
+    exp = _exp("compression", match_params=True)
+    assert exp.name == "compression-matched" and "about the parameters" in exp.confounds
+    target = count_parameters("xception_small", {**base, "bottleneck_ratio": 1})
+    for v in exp.variants:
+        if v.overrides.get("residual", True):
+            n = count_parameters("xception_small", {**base, **v.overrides})
+            assert abs(n - target) / target < 0.10, v.name
 
 
 def test_experiment_cli_rejects_bad_input(tmp_path):
@@ -240,5 +291,30 @@ def test_experiment_cli_rejects_bad_input(tmp_path):
     r = subprocess.run([sys.executable, "-m", "xception", "experiment", "residual",
                         "--match-params", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "spectrum experiment only" in r.stderr
+    assert r.returncode == 2 and "spectrum and compression experiments" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_fashion_mnist_experiment_from_the_command_line(tmp_path, monkeypatch):
+    """The issue's command on tiny idx files the test writes: tables, plots, a report with 95%
+    CIs and a verdict word; the Fashion-MNIST budget (28 px, BatchNorm recalibration) applies."""
+    from idx_helpers import write_set
+
+    import xception.data.idx as idx
+    from xception.cli.main import main
+
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", {k: [tmp_path / "absent"] for k in idx.SYSTEM_DIRS})
+    write_set(tmp_path / "fm", n_train=40, n_val=20)
+    out = tmp_path / "out"
+    model = [a for s in TINY_RUN[1:] if s.startswith("model.") for a in ("--set", s)]
+    assert main(["experiment", "residual", "--data", "fashion-mnist", "--seeds", "2",
+                 "--steps", "12", "--out", str(out), "--set", f"data.root={tmp_path / 'fm'}",
+                 *model]) == 0
+    assert {"results.md", "results.csv", "curves.png", "summary.png", "effects.png",
+            "report.md"} <= {p.name for p in out.iterdir()}
+    report = (out / "report.md").read_text()
+    assert "95% CI" in report and "data: fashion-mnist, 28 px" in report
+    word = report.split("## Verdict")[1].split("**")[1]
+    assert word in ("supports", "contradicts") or word.startswith("inconclusive (could detect ≥")
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 4 and all(r["history"][-1]["epoch"] == 12 for r in runs)

@@ -1,7 +1,8 @@
 """Kill a run (SIGKILL after a checkpoint, or SIGTERM), resume it: the result is bitwise the same.
 
 The tiny run uses everything whose state must survive: SGD momentum, a cosine LR schedule, EMA,
-dropout (RNG), random augmentation and a shuffled data order, and it is stopped mid-epoch.
+dropout (RNG), random augmentation, a shuffled data order and BatchNorm statistics recomputed
+before each evaluation, and it is stopped mid-epoch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from xception.training.fit import fit
 
 RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_size=8",
        "train.epochs=3", "train.checkpoint_every=3", "model.dropout=0.3", "train.ema=true",
-       "train.ema_decay=0.9"]
+       "train.ema_decay=0.9", "train.bn_recalibration=2"]
 TIMING = {"train_img_per_s", "epoch_seconds", "peak_mem_mb"}
 
 

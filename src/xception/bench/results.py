@@ -33,7 +33,7 @@ def environment(device: torch.device) -> dict:
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "torchvision": torchvision.__version__, "machine": platform.machine(),
-           "processor": _cpu_name(), "threads": torch.get_num_threads(), "device": str(device)}
+           "processor": cpu_name(), "threads": torch.get_num_threads(), "device": str(device)}
     for mod in ("timm", "triton"):
         try:
             env[mod] = __import__(mod).__version__
@@ -45,7 +45,7 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 
 from ..bench import CONTENDERS, DEFAULT_CONTENDERS, MODES
 from . import non_negative_int, positive_int
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes)
     model_config(args.model)  # an unknown model fails here, before any work
     report = run_benchmark(settings)
+    report["command"] = "xception " + shlex.join(sys.argv[1:])  # the figures' provenance
     print(format_table(report))
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")

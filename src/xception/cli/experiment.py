@@ -15,15 +15,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment", help="run a paper ablation / open question over seeds (tables, plots, report)",
         description="Train every variant of an experiment under the same budget and seeds, then "
-        "write results.md/.csv, curves.png, summary.png and report.md into --out.")
+        "write results.md/.csv, the plots and report.md (declared tests, 95% CIs, Holm-adjusted "
+        "p-values, a verdict: supports / contradicts / inconclusive) into --out.")
     p.add_argument("name", choices=NAMES)
-    p.add_argument("--data", help="dataset (default: digits)")
-    p.add_argument("--seeds", type=positive_int, default=3, help="seeds per variant (default: 3)")
+    p.add_argument("--data", help="dataset: fashion-mnist (default; offline from Debian's "
+                   "dataset-fashion-mnist package), digits (a quick smoke run), mnist, ...")
+    p.add_argument("--seeds", type=positive_int, default=5,
+                   help="seeds per variant, paired across variants (default: 5)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_int, help="epochs per run (default: the experiment budget)")
     budget.add_argument("--steps", type=positive_int, help="optimizer steps per run instead of epochs")
     p.add_argument("--match-params", action="store_true",
-                   help="spectrum only: scale widths so every point has about the same parameters")
+                   help="spectrum / compression: scale widths so every variant has about the "
+                   "parameters of the reference (depthwise / ratio 1)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any run setting, as in `xception train --set`")
     p.add_argument("--out", metavar="DIR", help="output folder (default: experiments/NAME); "

@@ -1,8 +1,9 @@
 """One-command experiments: the paper's ablations and its open questions, with tables and plots.
 
-``run("residual", seeds=3)`` trains every variant under the same budget and seeds and writes, into
-the output folder: ``results.md`` / ``results.csv`` (mean ± std per variant), ``curves.png``,
-``summary.png``, ``report.md`` (verdict read off the numbers) and ``runs.jsonl`` (every run).
+``run("residual", seeds=5)`` trains every variant under the same budget and seeds and writes, into
+the output folder: ``results.md`` / ``results.csv`` (mean and 95% CI per variant), ``curves.png``,
+``summary.png``, ``effects.png`` (and ``cost.png`` / ``benefit.png`` where they apply),
+``report.md`` (declared tests, CIs, verdict words, confounds) and ``runs.jsonl`` (every run).
 """
 
 from __future__ import annotations
@@ -17,23 +18,27 @@ import torch
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..training.config import ModelSection, RunConfig, apply_overrides
-from .budget import MODEL, MODEL_OVERRIDES, RUN_OVERRIDES
+from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, budget_reason
 from .definitions import NAMES, Experiment, get_experiment
-from .plots import plot_seed_curves, plot_summary
+from .plots import Effect, plot_benefit, plot_cost, plot_curves, plot_effects, plot_summary
 from .report import render
 from .runner import run_experiment
 from .stats import summarize, to_csv, to_markdown
+from .verdicts import by_seed, evaluate, headline
 
 __all__ = ["NAMES", "Experiment", "base_config", "get_experiment", "run"]
 
 
 def base_config(overrides: list[str] = ()) -> RunConfig:
-    """The default budget (see ``budget.py``) with the user's ``--set`` overrides on top."""
+    """The default budget for the chosen dataset (``budget.py``; Fashion-MNIST unless a
+    ``data.name=...`` override says otherwise), with the user's ``--set`` overrides on top."""
+    data = next((o.split("=", 1)[1] for o in reversed(list(overrides))
+                 if o.startswith("data.name=")), DEFAULT_DATA)
     start = RunConfig(model=ModelSection(MODEL, MODEL_OVERRIDES))
-    return apply_overrides(start, [*RUN_OVERRIDES, *overrides])
+    return apply_overrides(start, [f"data.name={data}", *budget_overrides(data), *overrides])
 
 
-def run(name: str, seeds: int = 3, overrides: list[str] = (), out_dir: str | Path | None = None,
+def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Path | None = None,
         match_params: bool = False, log: Callable[[str], None] = print,
         command: str | None = None) -> Path:
     """Run experiment ``name`` and write its results; returns the output folder."""
@@ -46,31 +51,66 @@ def run(name: str, seeds: int = 3, overrides: list[str] = (), out_dir: str | Pat
     t0 = time.perf_counter()
     records = run_experiment(exp, base, list(range(seeds)), out, log)
     rows = summarize(records)
+    outcomes = evaluate(exp, records)
     atomic_write_text(out / "results.md", to_markdown(rows))
     atomic_write_text(out / "results.csv", to_csv(rows))
-    plot_seed_curves(records, out / "curves.png", exp.name)
-    plot_summary(rows, out / "summary.png", exp.name)
-    tc = base.train
-    length = f"{tc.max_steps} steps" if tc.max_steps else f"{tc.epochs} epochs"
-    setup = [
-        f"command: `{command or f'xception experiment {name} --seeds {seeds}'}`",
-        f"data: {base.data.name}, {base.data.image_size} px, training subset "
-        f"{base.data.train_subset or 'all'} images, fixed validation split",
-        f"budget: {length}, batch {base.train.batch_size}, {base.optimizer.name} "
-        f"lr {base.optimizer.lr}, {base.schedule.name} schedule, same for every variant",
-        f"model: {base.model.name} with {base.model.overrides}",
-        f"seeds: {', '.join(map(str, range(seeds)))} (initialisation, data order, augmentation)",
-        "why this budget: on all 1,438 training digits with `xception train`'s schedule every "
-        "variant nears 99% and the differences vanish; a 400-image subset, a short schedule and "
-        "a narrower model keep the task hard enough to separate the variants (defaults in "
-        "`experiments/budget.py`; change them with --set / --epochs / --steps)",
-        f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, "
-        f"Python {platform.python_version()}, torch {torch.__version__}",
-        f"time: {sum(r['seconds'] for r in records):.0f} s of training and evaluation over "
-        f"{len(records)} runs (each timed when it ran); this invocation took "
-        f"{time.perf_counter() - t0:.0f} s, reusing runs already in runs.jsonl",
-    ]
-    atomic_write_text(out / "report.md", render(exp, records, rows, setup))
+    plots = write_plots(exp, records, outcomes, out)
+    setup = describe(base, exp, seeds, records, time.perf_counter() - t0,
+                     command or f"xception experiment {name} --seeds {seeds}")
+    atomic_write_text(out / "report.md", render(exp, records, rows, outcomes, setup, plots))
     log(to_markdown(rows))
+    log(f"verdict: {headline(outcomes)}")
     log(f"report: {out / 'report.md'}")
     return out
+
+
+def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], seconds: float,
+             command: str) -> list[str]:
+    """The setup lines of the report: data, budget, model, seeds, machine, time."""
+    from ..bench.results import cpu_name
+
+    tc, dc = base.train, base.data
+    length = f"{tc.max_steps} steps" if tc.max_steps else f"{tc.epochs} epochs"
+    return [
+        f"command: `{command}`",
+        f"data: {dc.name}, {dc.image_size} px, training subset {dc.train_subset or 'all'} "
+        f"images, validation {dc.val_subset or 'all'} images of the fixed validation split",
+        f"budget: {length}, batch {tc.batch_size}, {base.optimizer.name} lr {base.optimizer.lr}, "
+        f"{base.schedule.name} schedule, BatchNorm statistics from {tc.bn_recalibration} "
+        "training batches before each evaluation; the same for every variant",
+        f"model: {base.model.name} with {base.model.overrides}",
+        f"seeds: {', '.join(map(str, range(seeds)))} (initialisation, data order, augmentation)",
+        f"why this budget: {budget_reason(dc.name)}",
+        f"machine: {platform.machine()} ({cpu_name()}), {tc.threads or torch.get_num_threads()} "
+        "CPU thread(s) per run, "
+        f"Python {platform.python_version()}, torch {torch.__version__}",
+        f"time: {sum(r['seconds'] for r in records):.0f} s of training and evaluation over "
+        f"{len(records)} runs (each timed when it ran); this invocation took {seconds:.0f} s, "
+        "reusing runs already in runs.jsonl",
+    ]
+
+
+def write_plots(exp: Experiment, records: list[dict], outcomes: list, out: Path) -> list[str]:
+    """Curves, per-seed summary, effects (and cost / benefit plots where they apply)."""
+    plot_curves(records, out / "curves.png", exp.name)
+    plot_summary(records, out / "summary.png", exp.name)
+    plot_effects([Effect(o.test.label, o.per_seed, o.effect.diff, o.effect.low, o.effect.high,
+                         o.verdict.split(" (")[0]) for o in outcomes],
+                 out / "effects.png", exp.name)
+    names = ["curves", "summary", "effects"]
+    if exp.name.startswith("spectrum"):
+        plot_cost(records, out / "cost.png", exp.name)
+        names.append("cost")
+    trend = next((o for o in outcomes if o.test.is_trend and o.test.b), None)
+    if trend is not None:  # compression: the residual benefit at each ratio
+        t = trend.test
+        per_level = [_differences(records, a, b) for a, b in zip(t.a, t.b, strict=True)]
+        plot_benefit([2 ** v for v in t.levels], per_level, out / "benefit.png", exp.name)
+        names.append("benefit")
+    return names
+
+
+def _differences(records: list[dict], a: str, b: str) -> list[float]:
+    """Per-seed final top-1 of a minus b, in points, over the seeds both have."""
+    ga, gb = (by_seed(records, v, "final_top1") for v in (a, b))
+    return [100 * (ga[s] - gb[s]) for s in sorted(set(ga) & set(gb))]

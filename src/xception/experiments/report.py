@@ -1,149 +1,90 @@
-"""The Markdown report: the question, the claim, the table, and a verdict read off the numbers.
+"""The Markdown report: what was declared before the runs, the verdict, every test with its
+confidence interval, the convergence table, the confounds, the plots and the setup.
 
-Verdicts use Welch's t-test on per-seed values (alpha 0.05). With three seeds the test has little
-power, so "inconclusive" is a common and honest answer; the spread is always shown.
+The "Declared" section is written from the experiment's definition (definitions.py), which is
+fixed before any run: the primary metric, each comparison with its claimed direction, the
+families Holm's correction runs over and the equivalence margin. Nothing in it depends on the
+numbers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from .definitions import Experiment
-from .stats import by_variant, interaction, to_markdown, value_at, welch
+from .definitions import Experiment, Test
+from .significance import ALPHA, POWER
+from .stats import to_markdown
+from .verdicts import Outcome, headline, omnibus_test
 
-ALPHA = 0.05
-
-
-def values(records: list[dict], variant: str, metric: str) -> list[float]:
-    runs = by_variant(records)[variant]
-    if metric == "early_loss":  # val loss a quarter into training: convergence speed
-        return [value_at(r["history"], 0.25) for r in runs]
-    return [r[metric] for r in runs]
+METRICS = {"final_top1": "final validation top-1 after the last epoch",
+           "auc": "area under the validation top-1 curve (mean over the epochs)"}
 
 
-class Contrast:
-    """a - b on one metric over seeds, with Welch's p-value."""
-
-    def __init__(self, records: list[dict], a: str, b: str, metric: str = "final_top1") -> None:
-        self.a, self.b, self.metric = a, b, metric
-        self.diff, self.p = welch(values(records, a, metric), values(records, b, metric))
-
-    @property
-    def significant(self) -> bool:
-        return not math.isnan(self.p) and self.p < ALPHA
-
-    def __str__(self) -> str:
-        p = "n/a (one seed)" if math.isnan(self.p) else f"{self.p:.3f}"
-        if self.metric == "early_loss":
-            return f"val loss at 25% of training, {self.a} − {self.b} = {self.diff:+.3f} (p = {p})"
-        return f"final val top-1, {self.a} − {self.b} = {100 * self.diff:+.2f} points (p = {p})"
+def _claim(t: Test, margin: float) -> str:
+    a = t.a if isinstance(t.a, str) else ", ".join(t.a)
+    if t.is_trend:
+        per = f" minus ({', '.join(t.b)})" if t.b else ""
+        what = f"per-seed slope of ({a}){per} against levels {list(t.levels)}"
+        return f"{what}: claimed > 0"
+    if t.claim == "equal":
+        return f"{a} − {t.b}: claimed within ±{margin} points (equivalence test)"
+    return f"{a} − {t.b}: claimed > 0"
 
 
-def _ranking(records: list[dict]) -> list[str]:
-    means = {v: sum(values(records, v, "final_top1")) / len(values(records, v, "final_top1"))
-             for v in by_variant(records)}
-    return sorted(means, key=means.get, reverse=True)
-
-
-def verdict_residual(records: list[dict]) -> list[str]:
-    final = Contrast(records, "residual", "no residual")
-    early = Contrast(records, "residual", "no residual", "early_loss")
-    if final.diff > 0 and final.significant and early.diff < 0:
-        head = "**Reproduces**: residual connections converge faster and end higher."
-    elif final.significant and final.diff < 0:
-        head = "**Does not reproduce**: the model without residual connections ends higher."
-    elif early.significant and early.diff < 0:
-        head = ("**Partly reproduces**: residual connections converge faster; the final accuracy "
-                "difference is not significant.")
-    else:
-        head = "**Inconclusive at this scale**: no significant difference."
-    return [head, f"- {final}", f"- {early}"]
-
-
-def verdict_activation(records: list[dict]) -> list[str]:
-    order = _ranking(records)
-    claimed = ["none", "ELU", "ReLU"]
-    pairs = [Contrast(records, a, b) for a, b in (("none", "ELU"), ("ELU", "ReLU"),
-                                                  ("none", "ReLU"))]
-    if order == claimed:
-        head = "**The paper's ranking reproduces** (none > ELU > ReLU, by mean final accuracy)"
-        head += "; significant at alpha 0.05: " + (
-            ", ".join(f"{c.a} > {c.b}" for c in pairs if c.significant) or "none of the pairs") + "."
-    else:
-        head = (f"**The paper's ranking does not reproduce**: observed {' > '.join(order)} "
-                "by mean final accuracy" + ("" if any(c.significant for c in pairs)
-                                            else ", with no pair significantly different") + ".")
-    return [head, *(f"- {c}" for c in pairs)]
-
-
-def verdict_order(records: list[dict]) -> list[str]:
-    pairs = [Contrast(records, "depthwise-first", "pointwise-first"),
-             Contrast(records, "depthwise-first + ReLU", "pointwise-first + ReLU")]
-    if not any(c.significant for c in pairs):
-        head = ("**Consistent with the paper**: no significant difference between the two "
-                "orders, with or without an intermediate ReLU.")
-    else:
-        head = "**Order matters at this scale**: " + "; ".join(
-            f"{c.a if c.diff > 0 else c.b} is better" for c in pairs if c.significant) + "."
-    return [head, *(f"- {c}" for c in pairs)]
-
-
-def verdict_spectrum(records: list[dict]) -> list[str]:
-    order = _ranking(records)
-    best = order[0]
-    lines = [f"Best point by mean final accuracy: **{best}**; ranking: {' > '.join(order)}."]
-    if best != "depthwise":
-        c = Contrast(records, best, "depthwise")
-        lines.append(f"- {c}" + ("" if c.significant else " — not significant"))
-    c = Contrast(records, "depthwise", order[-1] if order[-1] != "depthwise" else order[-2])
-    lines.append(f"- {c}")
-    if "1 segment" in order:
-        lines.append(f"- {Contrast(records, 'depthwise', '1 segment')}")
+def declared(exp: Experiment) -> list[str]:
+    lines = [f"- Primary metric: {METRICS[exp.primary_metric]}, in percentage points; BatchNorm "
+             "statistics recomputed on training batches before every evaluation.",
+             "- Every variant uses the same seeds (initialisation, data order, augmentation); "
+             "tests are paired by seed (paired t-test; a trend: per-seed least-squares slopes, "
+             "t-tested against 0). 95% confidence intervals.",
+             f"- Holm's correction within each family below at α = {ALPHA}; verdict words: "
+             "supports / contradicts / inconclusive (could detect ≥ X: the smallest true effect "
+             f"found with {POWER:.0%} power at α / family size, from the observed spread)."]
+    for primary in (True, False):
+        tests = [t for t in exp.tests if t.primary == primary]
+        if tests:
+            lines.append(f"- {'Primary' if primary else 'Secondary'} tests "
+                         f"({'decide the verdict' if primary else 'reported, not in the verdict'}):")
+            lines += [f"  - {t.label} — {METRICS[t.metric].split(' (')[0]}; {_claim(t, exp.margin)}"
+                      for t in tests]
+    if any(t.claim == "equal" for t in exp.tests):
+        lines.append(f"- Equivalence margin: ±{exp.margin} points (paired TOST, Holm-adjusted).")
     return lines
 
 
-def verdict_compression(records: list[dict]) -> list[str]:
-    ratios = [1, 2, 4, 8]
-    gains = [Contrast(records, f"ratio {r}", f"ratio {r}, no residual") for r in ratios]
-    from scipy import stats as sps  # lazy: see stats.welch
-
-    rho = sps.spearmanr(ratios, [g.diff for g in gains]).statistic
-    growth, p = interaction(*(values(records, v, "final_top1") for v in (
-        "ratio 1", "ratio 1, no residual", "ratio 8", "ratio 8, no residual")))
-    significant = not math.isnan(p) and p < ALPHA
-    if significant and growth > 0:
-        head = "**The residual benefit grows with compression**"
-    elif significant:
-        head = "**The residual benefit shrinks with compression**"
-    elif growth > 0:
-        head = ("**A trend, not significant at this scale**: the residual benefit is larger at "
-                "ratio 8 than at ratio 1, within the seed-to-seed spread")
-    else:
-        head = "**No growth of the residual benefit with compression**"
-    head += f" (Spearman rank correlation of ratio vs benefit over the 4 ratios: {rho:+.2f})."
-    p_text = "n/a (one seed)" if math.isnan(p) else f"{p:.3f}"
-    return [head, f"- benefit at ratio 8 − benefit at ratio 1 = {100 * growth:+.2f} points "
-                  f"(p = {p_text}, t-test with Welch-Satterthwaite degrees of freedom)",
-            *(f"- ratio {r}: {g}" for r, g in zip(ratios, gains, strict=True))]
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
-VERDICTS: dict[str, Callable[[list[dict]], list[str]]] = {
-    "residual": verdict_residual, "activation": verdict_activation, "order": verdict_order,
-    "spectrum": verdict_spectrum, "spectrum-matched": verdict_spectrum,
-    "compression": verdict_compression}
+def outcome_table(outcomes: list[Outcome]) -> list[str]:
+    head = ["test", "family", "metric", "effect", "95% CI", "p", "Holm p", "TOST p (Holm)",
+            "could detect", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for o in outcomes:
+        e, unit = o.effect, "pts/step" if o.test.is_trend else "pts"
+        lines.append("| " + " | ".join([
+            o.test.label, "primary" if o.test.primary else "secondary", o.test.metric,
+            f"{e.diff:+.2f} {unit}", f"[{e.low:+.2f}, {e.high:+.2f}]", _p(e.p), _p(o.p_adj),
+            _p(o.equivalence_p), f"{o.detectable:.2f} {unit}", o.verdict]) + " |")
+    return lines
 
 
-def render(exp: Experiment, records: list[dict], rows: list[dict], setup: list[str]) -> str:
+def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: list[Outcome],
+           setup: list[str], plots: list[str]) -> str:
     """The whole report as Markdown."""
+    f, p, n = omnibus_test(exp, records)
+    omni = (f"Omnibus (repeated-measures ANOVA over all {len(exp.variants)} variants, "
+            f"{n} seeds, primary metric): F = {f:.2f}, p = {_p(p)}." if not math.isnan(f)
+            else "Omnibus test: needs ≥ 2 seeds of every variant.")
     lines = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
-             f"**Claim.** {exp.claim}", "", "## Verdict", "", *VERDICTS[exp.name](records), ""]
+             f"**Claim.** {exp.claim}", "", "## Declared before the runs", "", *declared(exp), "",
+             "## Verdict", "", f"**{headline(outcomes)}** (the primary tests' verdicts combined).",
+             "", *outcome_table(outcomes), "", omni, ""]
     if all(r["final_top1"][0] >= 0.99 for r in rows):
-        lines += ["Every variant reaches ≥ 99%: at this budget the data cannot separate them; "
-                  "use fewer images or steps (`--set data.train_subset=...`).", ""]
-    lines += ["Mean ± standard deviation over seeds (sample std, ddof = 1). p-values: Welch's "
-              "two-sided t-test on per-seed values; with few seeds only large effects reach "
-              "p < 0.05.", "", "## Results", "", to_markdown(rows), "",
-              "![curves](curves.png)", "", "![summary](summary.png)", "", "## Setup", "",
-              *(f"- {s}" for s in setup), ""]
+        lines += ["Every variant reaches ≥ 99%: at this budget the data cannot separate them.", ""]
+    lines += ["## Confounds", "", exp.confounds, "",
+              "## Results", "", "Mean [95% CI] over seeds. The last-epoch change of the "
+              "training loss shows whether a run had stopped improving (near 0: a plateau).", "",
+              to_markdown(rows), "", *(f"![{name}]({name}.png)" for name in plots), "",
+              "## Setup", "", *(f"- {s}" for s in setup), ""]
     return "\n".join(lines)

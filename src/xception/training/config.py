@@ -116,6 +116,8 @@ class TrainSection:
     threads: int = 0              # CPU threads; 0 = PyTorch's default (all cores)
     ema: bool = False             # Polyak (exponential moving) average of the weights
     ema_decay: float = 0.9999     # per optimizer step
+    bn_recalibration: int = 0     # >0: BatchNorm statistics from this many training batches
+    #                               before each evaluation (training/bn_stats.py); 0: running
     checkpoint_every: int = 0     # >0: also checkpoint every this many steps (else epoch ends)
     keep_checkpoint: bool = True  # keep checkpoint.pt after a finished run (to extend it later)
     max_nonfinite: int = 5        # abort after this many non-finite losses in a row
@@ -212,6 +214,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.threads", lambda v: v >= 0, ">= 0"),
     ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.checkpoint_every", lambda v: v >= 0, ">= 0"),
+    ("train.bn_recalibration", lambda v: v >= 0, ">= 0 (training batches; 0 = off)"),
     ("train.max_nonfinite", lambda v: v >= 1, ">= 1"),
     ("train.log_every", lambda v: v >= 1, ">= 1"),
 ]

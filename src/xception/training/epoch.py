@@ -9,6 +9,7 @@ from ..data import DatasetInfo
 from ..distributed import all_sum, broadcast_buffers
 from ..errors import DataError, TrainingError
 from ..evaluation import evaluate
+from .bn_stats import recalibrate
 from .config import RunConfig
 from .engine import Engine, StepResult
 from .runlog import RunLog, peak_memory_mb
@@ -47,12 +48,16 @@ def check_bad(bad: float, total: float, limit: float, final: bool) -> None:
 
 
 def epoch_row(eng: Engine, val_loader: DataLoader, info: DatasetInfo, epoch: int, train_s: float,
-              images_here: float) -> dict:
-    """The epoch's metrics row: training sums over all processes, then validation (raw, EMA)."""
+              images_here: float, recal_loader: DataLoader | None = None) -> dict:
+    """The epoch's metrics row: training sums over all processes, then validation (raw, EMA);
+    with ``recal_loader`` the BatchNorm statistics are first recomputed from its batches."""
     st = eng.state
     ctx, p = st.ctx, st.progress
     loss_sum, correct, seen, bad, skipped = all_sum(ctx, p.sums())
     images_here = all_sum(ctx, [images_here])[0]
+    if recal_loader is not None:
+        for net in (st.model, *((st.ema.module,) if st.ema is not None else ())):
+            recalibrate(net, recal_loader, epoch, eng.device, eng.memory_format, eng.dtype)
     broadcast_buffers(ctx, st.model)  # every rank evaluates rank 0's BatchNorm statistics
     kw = {"ctx": ctx, "dtype": eng.dtype, "class_weights": info.class_weights}
     val = evaluate(st.model, val_loader, eng.device, eng.channels_last, **kw)

@@ -31,6 +31,7 @@ from ..evaluation import autocast_dtype
 from ..files import atomic_write_text
 from ..models import build_model
 from ..weights import save_weights
+from .bn_stats import recalibration_loader
 from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .engine import Engine, make_ema, train_step
@@ -115,6 +116,7 @@ class _Data:
     sampler: TrainBatches
     train: DataLoader
     val: DataLoader
+    recal: DataLoader | None = None  # train.bn_recalibration's fixed training batches
 
     @classmethod
     def build(cls, cfg: RunConfig, ctx: DistContext, train_ds: Dataset, val_ds: Dataset,
@@ -129,11 +131,15 @@ class _Data:
         val = make_loader(val_ds, tc.eval_batch_size,
                           batch_sampler=EvalBatches(len(val_ds), tc.eval_batch_size, W, ctx.rank),
                           **loader_kw)
-        return cls(info, sampler, train, val)
+        recal = None
+        if tc.bn_recalibration:  # each process's BatchNorm sees micro-batches of this size
+            recal = recalibration_loader(train_ds, max(2, B // (W * A)), tc.bn_recalibration,
+                                         tc.seed)
+        return cls(info, sampler, train, val, recal)
 
     def close(self) -> None:
         """End the loaders' worker processes (persistent ones would outlive the run)."""
-        for loader in (self.train, self.val):
+        for loader in (self.train, self.val):  # the recalibration loader has no workers
             shutdown_workers(loader)
 
 
@@ -232,7 +238,8 @@ class _Run:
     def _end_epoch(self, epoch: int, t0: float, images_here: float) -> None:
         """Evaluate, check the unreadable-image budget, report, move on, checkpoint."""
         train_s = time.perf_counter() - t0
-        row = epoch_row(self.eng, self.data.val, self.data.info, epoch, train_s, images_here)
+        row = epoch_row(self.eng, self.data.val, self.data.info, epoch, train_s, images_here,
+                        self.data.recal)
         row["epoch_seconds"] = time.perf_counter() - t0  # training + evaluation
         for split in ("train", "val"):
             check_bad(row[f"{split}_bad"], row[f"{split}_bad"] + row[f"{split}_count"],
