@@ -15,7 +15,33 @@ from xception.models.xception import XceptionBlock
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def compare(model, fused, x, training, tol):
+# Each parameter's gradient is compared with its own size, max |grad|. Gradients that are zero
+# but for float32 rounding (the mid_norm variant's inner-BN biases: the pointwise conv and the
+# training-mode BN after them cancel any constant shift) have no size of their own: below
+# ZERO_GRAD of the model's largest gradient, the fused one must be below it too. Measured on
+# these models: such gradients are <= 2e-7 of the largest (fused <= 4e-7), all others >= 1e-4.
+ZERO_GRAD = 1e-5
+
+
+def gradient_errors(model: torch.nn.Module, fused: torch.nn.Module
+                    ) -> tuple[dict[str, float], dict[str, float]]:
+    """({parameter: max |fused grad - grad| / max |grad|}, {parameter whose gradient is below
+    the floor: max |fused grad| / floor})."""
+    largest = max(float(p.grad.abs().max()) for p in model.parameters())
+    floor = ZERO_GRAD * largest
+    errors, zeros = {}, {}
+    for (name, a), b in zip(model.named_parameters(), fused.parameters(), strict=True):
+        own = float(a.grad.abs().max())
+        if own < floor:
+            zeros[name] = float(b.grad.abs().max()) / floor
+        else:
+            errors[name] = float((b.grad - a.grad).abs().max()) / own
+    return errors, zeros
+
+
+def compare(model, fused, x, training, tol, grad_tol=None):
+    """Output within ``tol`` (of its largest value), each gradient within ``grad_tol`` (default
+    ``tol``) of its own size, buffers within ``tol``."""
     model.train(training)
     fused.train(training)
     g = torch.randn(x.shape[0], model.num_classes)
@@ -23,15 +49,30 @@ def compare(model, fused, x, training, tol):
     (y1 * g).sum().backward()
     (y2 * g).sum().backward()
     assert relative_error(y2, y1) <= tol
-    # gradients that are zero up to rounding (a bias right before a training-mode BN) are
-    # compared on the scale of the whole gradient, not their own
-    floor = 1e-2 * max(float(p.grad.abs().max()) for p in model.parameters())
-    for (name, a), b in zip(model.named_parameters(), fused.parameters(), strict=True):
-        err = float((b.grad - a.grad).abs().max()) / max(float(a.grad.abs().max()), floor)
-        assert err <= tol, (name, err)
+    errors, zeros = gradient_errors(model, fused)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= (grad_tol or tol), (worst, errors[worst])
+    assert all(z <= 1.0 for z in zeros.values()), zeros  # ~0, and ~0 fused too
     for (name, a), b in zip(model.named_buffers(), fused.buffers(), strict=True):
         err = float((b.float() - a.float()).abs().max()) / max(float(a.abs().max()), 1e-2)
         assert err <= tol, (name, err)
+
+
+def test_gradient_check_holds_each_parameter_to_its_own_size():
+    """A small gradient off by 0.1% fails (the old floor, 1% of the largest gradient, let it
+    pass); a zero gradient must stay zero in the fused model."""
+    model, fused = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    model.weight.grad = torch.full((3, 2), 1.0)
+    model.bias.grad = torch.tensor([1e-3, -1e-3, 0.0])
+    fused.weight.grad = model.weight.grad.clone()
+    fused.bias.grad = model.bias.grad * 1.001
+    errors, zeros = gradient_errors(model, fused)
+    assert errors["weight"] == 0.0 and errors["bias"] == pytest.approx(1e-3, rel=1e-3)
+    assert zeros == {}
+    model.bias.grad = torch.tensor([1e-9, 0.0, 0.0])
+    fused.bias.grad = torch.tensor([0.0, 2e-5, 0.0])
+    errors, zeros = gradient_errors(model, fused)
+    assert "bias" not in errors and zeros["bias"] == pytest.approx(2.0)
 
 
 def test_fusing_keeps_parameters_and_state_dict(tiny):
@@ -67,7 +108,10 @@ def test_variants_the_kernels_do_not_cover_are_kept(tiny, overrides):
     model = xception.create_model("xception_small", **tiny, **overrides)
     fused = copy.deepcopy(model)
     assert fuse_model(fused) == {"fused": 0, "kept": 7}
-    compare(model, fused, torch.randn(2, 3, 32, 32), True, tol=1e-4)
+    # mid_norm: BN weights whose gradient nearly cancels (the next training-mode BN undoes their
+    # scale), 1e-4..1e-3 of the largest, differ by up to 5e-4 of their own size between the
+    # NCHW and channels_last convolutions of the same PyTorch ops
+    compare(model, fused, torch.randn(2, 3, 32, 32), True, tol=1e-4, grad_tol=1e-3)
 
 
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("triton"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+import time
 
 from ..bench import CONTENDERS, DEFAULT_CONTENDERS, MODES
 from . import non_negative_int, positive_int
@@ -59,8 +61,13 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, modes=args.modes, contenders=args.contenders, threads=args.threads,
         num_classes=args.num_classes)
     model_config(args.model)  # an unknown model fails here, before any work
+    load_before = os.getloadavg()[0]
     report = run_benchmark(settings)
-    report["command"] = "xception " + shlex.join(sys.argv[1:])  # the figures' provenance
+    # the figures' provenance: what ran, when, and how busy the machine was (other jobs on the
+    # cores slow every contender; RESULTS.md reports runs at load <= ~2.5 on 2 cores)
+    report["command"] = "xception " + shlex.join(sys.argv[1:])
+    report["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print(format_table(report))
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")

@@ -96,7 +96,9 @@ def write_plots(exp: Experiment, records: list[dict], outcomes: list, out: Path)
     plot_summary(records, out / "summary.png", exp.name)
     plot_effects([Effect(o.test.label, o.per_seed, o.effect.diff, o.effect.low, o.effect.high,
                          o.verdict.split(" (")[0]) for o in outcomes],
-                 out / "effects.png", exp.name)
+                 out / "effects.png", exp.name,
+                 unit="points; a trend: points per step" if any(o.test.is_trend for o in outcomes)
+                 else "points")
     names = ["curves", "summary", "effects"]
     if exp.name.startswith("spectrum"):
         plot_cost(records, out / "cost.png", exp.name)

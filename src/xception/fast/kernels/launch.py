@@ -80,6 +80,20 @@ def kernels_run_on(x: torch.Tensor) -> bool:
 # kernel name -> launches in this process: tests assert the Triton path really ran (a silent
 # fallback to PyTorch's ops launches nothing)
 LAUNCHES: collections.Counter[str] = collections.Counter()
+# open ``record_grids`` logs; empty outside one, so a long run keeps nothing
+_GRID_LOGS: list[list[tuple[str, tuple[int, ...]]]] = []
+
+
+@contextlib.contextmanager
+def record_grids() -> Iterator[list[tuple[str, tuple[int, ...]]]]:
+    """Collect (kernel name, grid) of every launch inside the block: tests assert that a case
+    ran >= 2 programs on every grid axis, so the reductions across programs were exercised."""
+    log: list[tuple[str, tuple[int, ...]]] = []
+    _GRID_LOGS.append(log)
+    try:
+        yield log
+    finally:
+        _GRID_LOGS.remove(log)
 
 
 @functools.cache
@@ -101,6 +115,8 @@ def launch(fn: Callable, grid: tuple[int, ...], *args: Any, num_warps: int = 4, 
                            "(torchvision imports it)")
     _jit(fn)[grid](*args, num_warps=num_warps, **meta)
     LAUNCHES[fn.__name__] += 1
+    for log in _GRID_LOGS:
+        log.append((fn.__name__, tuple(grid)))
 
 
 def rows_block(gpu_rows: int) -> int:
