@@ -122,8 +122,10 @@ def _train_step_grads(model, x, g, bf16: bool):
 
 
 def _grad_error(grads, ref) -> float:
-    """Worst per-tensor error; tensors that are ~0 compared on 1% of the largest gradient."""
-    floor = 1e-2 * max(float(r.abs().max()) for r in ref)
+    """Worst per-tensor error relative to its own size; tensors below 1e-3 of the largest
+    gradient are measured on that floor (cuDNN's own run-to-run rounding on a near-cancelling
+    gradient would otherwise fail a correct kernel; tests/fast/test_fuse.py, on CPU, uses 1e-5)."""
+    floor = 1e-3 * max(float(r.abs().max()) for r in ref)
     return max(float((a.float() - r).abs().max()) / max(float(r.abs().max()), floor)
                for a, r in zip(grads, ref, strict=True))
 
