@@ -19,7 +19,7 @@ PEERS = ("timm", "inception")
 def table(path: Path) -> str:
     d = json.loads(path.read_text())
     env, s = d["environment"], d["settings"]
-    load = d.get("load_average_1min", {})
+    load = {k: f"{v:.1f}" for k, v in d.get("load_average_1min", {}).items()}
     lines = [f"`{path.as_posix()}`: `{d.get('command', '(command not recorded)')}`",
              f"({d.get('measured_at', 'time not recorded')}; {env['processor']}, {env['threads']} "
              f"threads, torch {env['torch']}, timm {env['timm']}; {s['dtype']}, "

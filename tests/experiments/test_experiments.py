@@ -168,6 +168,15 @@ def test_summary_table_from_known_per_seed_numbers():
     assert parsed[1]["params"] == "50"
 
 
+def test_convergence_columns():
+    from xception.experiments.stats import last_change, tail_share
+
+    hist = [{"train_loss": v} for v in (2.0, 1.0, 0.6, 0.5)]
+    assert last_change(hist) == pytest.approx(-0.1)
+    assert tail_share(hist) == pytest.approx(0.1 / 1.5)  # the last epoch's part of the fall
+    assert tail_share(hist[:2]) == 0.0 and tail_share([{"train_loss": 1.0}] * 3) == 0.0
+
+
 def _exp(name, **kw):
     return get_experiment(name, "xception_small", base_config(TINY_RUN).model.overrides, **kw)
 

@@ -8,6 +8,7 @@ matplotlib is imported only when a plot is drawn (``agg_pyplot``).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ def plot_effects(effects: Sequence[Effect], path: str | Path, title: str, unit: 
     the interval excludes 0 is read at a glance. Any objects with ``Effect``'s attributes work."""
     plt = agg_pyplot()
     effects = [Effect(*e) if isinstance(e, tuple) and not hasattr(e, "label") else e for e in effects]
-    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.6 * max(1, len(effects))))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.75 * max(1, len(effects))))
     extent = []
     for i, e in enumerate(effects):
         seeds = np.asarray(e.per_seed, dtype=float)
@@ -136,9 +137,9 @@ def plot_effects(effects: Sequence[Effect], path: str | Path, title: str, unit: 
     ax.axvline(0.0, color="black", lw=1)
     ax.set_xlim(-half, half)
     ax.set_ylim(len(effects) - 0.5, -0.5)  # first effect on top
-    ax.set_yticks(range(len(effects)), [e.label for e in effects], fontsize=9)
+    ax.set_yticks(range(len(effects)), [textwrap.fill(e.label, 30) for e in effects], fontsize=8)
     ax.set_xlabel(f"difference ({unit})")
-    ax.set_title(f"{title}: effects (diamond and bar: {CI_LABEL}; points: seeds)", fontsize=10)
+    ax.set_title(f"{title}: effects\n(diamond and bar: {CI_LABEL}; points: seeds)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -52,8 +52,8 @@ def declared(exp: Experiment) -> list[str]:
     return lines
 
 
-def _p(p: float) -> str:
-    return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+def _p(p: float, equals: str = "") -> str:
+    return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{equals}{p:.3f}")
 
 
 def outcome_table(outcomes: list[Outcome]) -> list[str]:
@@ -74,7 +74,7 @@ def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: lis
     """The whole report as Markdown."""
     f, p, n = omnibus_test(exp, records)
     omni = (f"Omnibus (repeated-measures ANOVA over all {len(exp.variants)} variants, "
-            f"{n} seeds, primary metric): F = {f:.2f}, p = {_p(p)}." if not math.isnan(f)
+            f"{n} seeds, primary metric): F = {f:.2f}, p {_p(p, '= ')}." if not math.isnan(f)
             else "Omnibus test: needs ≥ 2 seeds of every variant.")
     lines = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
              f"**Claim.** {exp.claim}", "", "## Declared before the runs", "", *declared(exp), "",
@@ -83,8 +83,11 @@ def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: lis
     if all(r["final_top1"][0] >= 0.99 for r in rows):
         lines += ["Every variant reaches ≥ 99%: at this budget the data cannot separate them.", ""]
     lines += ["## Confounds", "", exp.confounds, "",
-              "## Results", "", "Mean [95% CI] over seeds. The last-epoch change of the "
-              "training loss shows whether a run had stopped improving (near 0: a plateau).", "",
+              "## Results", "", "Mean [95% CI] over seeds. Convergence: the training loss's "
+              "change over the last epoch, and that change as a share of its whole fall since "
+              "epoch 1 (a few percent: the run had flattened; the schedule ends near lr 0). "
+              "Training img/s were measured while other runs shared the CPU: not a speed "
+              "comparison.", "",
               to_markdown(rows), "", *(f"![{name}]({name}.png)" for name in plots), "",
               "## Setup", "", *(f"- {s}" for s in setup), ""]
     return "\n".join(lines)

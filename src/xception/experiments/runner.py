@@ -55,8 +55,8 @@ def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: 
             t0 = time.perf_counter()
             result = fit(cfg, None, log=lambda s: None)
             if result.interrupted:  # SIGTERM/SIGINT: keep what is finished, record nothing partial
-                log(f"{tag}: interrupted; {len(done)} finished runs are kept in {path}; the "
-                    "same command continues from there")
+                log(f"{tag}: interrupted; {len(read_records(path))} finished runs are kept in "
+                    f"{path}; the same command continues from there")
                 raise KeyboardInterrupt
             hist = result.history
             record = {

@@ -25,6 +25,13 @@ def last_change(history: list[dict], key: str = "train_loss") -> float:
     return history[-1][key] - history[-2][key] if len(history) > 1 else 0.0
 
 
+def tail_share(history: list[dict], key: str = "train_loss") -> float:
+    """The last epoch's fall of ``key`` as a fraction of its whole fall since epoch 1: a run that
+    has flattened has a small share (0 for fewer than 3 epochs or no fall)."""
+    fall = history[0][key] - history[-1][key]
+    return (history[-2][key] - history[-1][key]) / fall if len(history) > 2 and fall > 0 else 0.0
+
+
 def auc(history: list[dict]) -> float:
     """Mean validation top-1 over the epochs: the area under the accuracy curve, per epoch."""
     return sum(h["val_top1"] for h in history) / len(history)
@@ -35,6 +42,8 @@ QUANTITIES = {  # name -> (header, value of one run, scale for display, decimals
     "auc": ("val top-1 AUC (%)", lambda r: auc(r["history"]), 100.0, 2),
     "train_loss": ("final train loss", lambda r: r["history"][-1]["train_loss"], 1.0, 4),
     "train_loss_change": ("last-epoch change", lambda r: last_change(r["history"]), 1.0, 4),
+    "train_loss_tail": ("last epoch's share of the fall (%)", lambda r: tail_share(r["history"]),
+                        100.0, 1),
     "img_per_s": ("train img/s", lambda r: r["img_per_s"], 1.0, 0),
 }
 
