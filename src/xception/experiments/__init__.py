@@ -19,12 +19,12 @@ from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..training.config import ModelSection, RunConfig, apply_overrides
 from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, budget_reason
-from .definitions import NAMES, Experiment, get_experiment
+from .definitions import NAMES, Experiment, Test, get_experiment
 from .plots import Effect, plot_benefit, plot_cost, plot_curves, plot_effects, plot_summary
 from .report import render
 from .runner import run_experiment
 from .stats import summarize, to_csv, to_markdown
-from .verdicts import by_seed, evaluate, headline
+from .verdicts import evaluate, headline, per_seed
 
 __all__ = ["NAMES", "Experiment", "base_config", "get_experiment", "run"]
 
@@ -106,13 +106,8 @@ def write_plots(exp: Experiment, records: list[dict], outcomes: list, out: Path)
     trend = next((o for o in outcomes if o.test.is_trend and o.test.b), None)
     if trend is not None:  # compression: the residual benefit at each ratio
         t = trend.test
-        per_level = [_differences(records, a, b) for a, b in zip(t.a, t.b, strict=True)]
+        per_level = [per_seed(records, Test(t.label, a, b, metric=t.metric))
+                     for a, b in zip(t.a, t.b, strict=True)]
         plot_benefit([2 ** v for v in t.levels], per_level, out / "benefit.png", exp.name)
         names.append("benefit")
     return names
-
-
-def _differences(records: list[dict], a: str, b: str) -> list[float]:
-    """Per-seed final top-1 of a minus b, in points, over the seeds both have."""
-    ga, gb = (by_seed(records, v, "final_top1") for v in (a, b))
-    return [100 * (ga[s] - gb[s]) for s in sorted(set(ga) & set(gb))]

@@ -43,7 +43,7 @@ class Outcome:
     verdict: str
 
 
-def _per_seed(records: list[dict], t: Test) -> list[float]:
+def per_seed(records: list[dict], t: Test) -> list[float]:
     """The per-seed effect of ``t`` in points, over the seeds every involved variant has."""
     a = (t.a,) if isinstance(t.a, str) else t.a
     b = () if t.b is None else ((t.b,) if isinstance(t.b, str) else t.b)
@@ -66,7 +66,7 @@ def evaluate(exp: Experiment, records: list[dict]) -> list[Outcome]:
         tests = [t for t in exp.tests if t.primary == family]
         if not tests:
             continue
-        effects = [_per_seed(records, t) for t in tests]
+        effects = [per_seed(records, t) for t in tests]
         results = [paired(e, [0.0] * len(e)) for e in effects]
         adj = holm([r.p for r in results])
         equal = [i for i, t in enumerate(tests) if t.claim == "equal"]
