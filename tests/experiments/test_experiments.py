@@ -51,6 +51,31 @@ def test_rerun_reuses_finished_runs(tmp_path):
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
 
 
+def test_neighbouring_experiments_share_runs_of_the_same_network_budget_and_seed(tmp_path):
+    run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path / "residual", log=lambda s: None)
+    logs: list[str] = []
+    run("activation", seeds=1, overrides=TINY_RUN, out_dir=tmp_path / "activation",
+        log=logs.append)
+    source = {r["variant"]: r for r in map(json.loads, (tmp_path / "residual" / "runs.jsonl")
+                                            .read_text().splitlines())}
+    runs = {r["variant"]: r for r in map(json.loads, (tmp_path / "activation" / "runs.jsonl")
+                                          .read_text().splitlines())}
+    # "none" is the default network, as residual's "residual" is: copied, not trained again
+    assert sum("reused" in line for line in logs) == 1
+    assert runs["none"]["reused_from"] == {"folder": "residual", "variant": "residual",
+                                           "key": source["residual"]["key"]}
+    assert runs["none"]["history"] == source["residual"]["history"]
+    assert runs["none"]["key"] != source["residual"]["key"]  # keyed as this experiment's run
+    assert "reused_from" not in runs["ELU"] and "reused_from" not in runs["ReLU"]
+    assert "shared runs: 1 of 3" in (tmp_path / "activation" / "report.md").read_text()
+    # a different budget (here one more epoch) or reuse=False: trained here
+    for name, kw, sets in (("longer", {}, ["train.epochs=3"]), ("fresh", {"reuse": False}, [])):
+        logs.clear()
+        run("activation", seeds=1, overrides=TINY_RUN + sets, out_dir=tmp_path / name,
+            log=logs.append, **kw)
+        assert not any("reused" in line for line in logs), name
+
+
 def test_a_signal_stops_the_experiment_and_records_nothing_partial(tmp_path, monkeypatch):
     import dataclasses
 

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override any run setting, as in `xception train --set`")
     p.add_argument("--out", metavar="DIR", help="output folder (default: experiments/NAME); "
                    "rerunning with the same folder reuses finished runs")
+    p.add_argument("--no-reuse", dest="reuse", action="store_false",
+                   help="train every run here even when an experiment beside --out already "
+                   "trained the same network with the same budget and seed (copied by default)")
     p.set_defaults(func=run)
 
 
@@ -46,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:  # epochs high enough never to end the run first
         sets[:0] = [f"train.max_steps={args.steps}", f"train.epochs={max(args.steps, 1)}"]
     run_experiment(args.name, args.seeds, sets, args.out, args.match_params,
-                   command="xception " + shlex.join(sys.argv[1:]))
+                   command="xception " + shlex.join(sys.argv[1:]), reuse=args.reuse)
     return 0

@@ -40,8 +40,10 @@ def base_config(overrides: list[str] = ()) -> RunConfig:
 
 def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Path | None = None,
         match_params: bool = False, log: Callable[[str], None] = print,
-        command: str | None = None) -> Path:
-    """Run experiment ``name`` and write its results; returns the output folder."""
+        command: str | None = None, reuse: bool = True) -> Path:
+    """Run experiment ``name`` and write its results; returns the output folder. ``reuse``:
+    copy runs of the same network, budget and seed from the experiments beside ``out_dir``
+    instead of training them again (``runner``)."""
     base = base_config(list(overrides))
     exp = get_experiment(name, base.model.name, base.model.overrides, match_params)
     out = Path(out_dir or Path("experiments") / exp.name)
@@ -49,7 +51,7 @@ def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Pat
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     log(f"experiment {exp.name}: {len(exp.variants)} variants x {seeds} seeds -> {out}")
     t0 = time.perf_counter()
-    records = run_experiment(exp, base, list(range(seeds)), out, log)
+    records = run_experiment(exp, base, list(range(seeds)), out, log, reuse)
     rows = summarize(records)
     outcomes = evaluate(exp, records)
     atomic_write_text(out / "results.md", to_markdown(rows))
@@ -87,7 +89,21 @@ def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], 
         f"time: {sum(r['seconds'] for r in records):.0f} s of training and evaluation over "
         f"{len(records)} runs (each timed when it ran); this invocation took {seconds:.0f} s, "
         "reusing runs already in runs.jsonl",
+        *shared_line(records),
     ]
+
+
+def shared_line(records: list[dict]) -> list[str]:
+    """Which runs were trained once for a neighbouring experiment (the same network, budget
+    and seed) and copied here: said, because the experiments' results are then not independent."""
+    reused = [r for r in records if r.get("reused_from")]
+    if not reused:
+        return []
+    where = sorted({f"{r['reused_from']['folder']}'s {r['reused_from']['variant']!r} as "
+                    f"{r['variant']!r}" for r in reused})
+    return [f"shared runs: {len(reused)} of {len(records)} runs were trained once for a "
+            f"neighbouring experiment with the identical network, budget and seed and copied "
+            f"(`reused_from` in runs.jsonl): {'; '.join(where)}"]
 
 
 def write_plots(exp: Experiment, records: list[dict], outcomes: list, out: Path) -> list[str]:
