@@ -8,10 +8,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 run() { python -m xception experiment "$@" --set train.threads=1; }
+# Order matters for sharing: a run another experiment already trained with the same network,
+# budget and seed is copied (residual's "residual" serves activation, order, compression and
+# spectrum; activation's "ReLU" serves order's "depthwise-first + ReLU"), so order comes after
+# activation. The chains hold about the same number of runs still to train (~40 each).
 (run residual --out docs/results/residual
  run activation --out docs/results/activation
- run order --out docs/results/order
  run compression --out docs/results/compression) > docs/results/chain1.log 2>&1 &
 (run spectrum --match-params --out docs/results/spectrum-matched
- run spectrum --out docs/results/spectrum) > docs/results/chain2.log 2>&1 &
+ run spectrum --out docs/results/spectrum
+ run order --out docs/results/order) > docs/results/chain2.log 2>&1 &
 wait
