@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 # public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
     "ConfigError": ".errors", "DataError": ".errors", "InputError": ".errors",
-    "WeightsError": ".errors", "WeightsNotFoundError": ".errors", "XceptionError": ".errors",
+    "OutputError": ".errors", "TrainingError": ".errors", "WeightsError": ".errors",
+    "WeightsNotFoundError": ".errors", "XceptionError": ".errors",
     "fuse_model": ".fast.fuse", "optimize_for_inference": ".fast.optimize",
     "InceptionConfig": ".models.inception", "InceptionV3": ".models.inception",
     "SpectrumConv": ".models.layers",
@@ -30,9 +31,10 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "BlockSpec", "ConfigError", "DataError", "InceptionConfig", "InceptionV3", "InputError",
-    "SpectrumConv", "WeightsError", "WeightsNotFoundError", "Xception", "XceptionConfig",
-    "XceptionError", "block_table", "create_model", "fuse_model", "list_models", "load_model",
-    "load_weights", "model_config", "optimize_for_inference", "save_weights",
+    "OutputError", "SpectrumConv", "TrainingError", "WeightsError", "WeightsNotFoundError",
+    "Xception", "XceptionConfig", "XceptionError", "block_table", "create_model", "fuse_model",
+    "list_models", "load_model", "load_weights", "model_config", "optimize_for_inference",
+    "save_weights",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at runtime __getattr__ imports on first use
@@ -40,6 +42,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at runtime __getattr__ imp
         ConfigError,
         DataError,
         InputError,
+        OutputError,
+        TrainingError,
         WeightsError,
         WeightsNotFoundError,
         XceptionError,

@@ -52,9 +52,17 @@ def resolve_device(name: str, local_rank: int = 0, setting: str = "train.device"
     return device
 
 
+def world_size() -> int:
+    """The number of training processes: torchrun's ``WORLD_SIZE``, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
 def setup(device_name: str = "auto", backend: str = "auto") -> DistContext:
     """Join the torchrun process group if there is one (or use the one already joined)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local = int(os.environ.get("LOCAL_RANK", rank))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import types
 import typing
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..data import DataSection
 from ..data.build import DATASETS
+from ..distributed import world_size
 from ..errors import ConfigError
 from ..models import InceptionConfig, XceptionConfig, model_config
 
@@ -256,14 +256,6 @@ def _float_keys() -> tuple[str, ...]:
             if hint is float or float in typing.get_args(hint):
                 keys.append(f"{section.name}.{name}")
     return tuple(keys)
-
-
-def world_size() -> int:
-    """The number of training processes: torchrun's ``WORLD_SIZE``, else 1."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
 
 
 def _show(value: Any, limit: int = 60) -> str:
