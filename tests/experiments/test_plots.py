@@ -178,9 +178,11 @@ def test_cost_plots_accuracy_against_params_and_macs(drawn, tmp_path):
         assert len(pts) == 6
         a_pts = pts[np.abs(np.log10(pts[:, 0] / (1.5e6 * scale))) < 0.05]
         assert sorted(a_pts[:, 1]) == pytest.approx([80, 82, 84])
-        assert [t.get_text() for t in ax.texts] == ["a", "b"]
+        a_means = [c for c in ax.containers if c.get_label() == "a"]
+        assert _bar(a_means[0]) == pytest.approx(mean_ci([80.0, 82.0, 84.0])[1:])
         _, lo, hi = mean_ci([65.0, 70.0, 60.0])
         assert _bar(ax.containers[1]) == pytest.approx((lo, hi))
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["a", "b"]
 
 
 def test_benefit_shows_trend_ci_and_zero(drawn, tmp_path):
