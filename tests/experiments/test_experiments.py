@@ -67,7 +67,10 @@ def test_neighbouring_experiments_share_runs_of_the_same_network_budget_and_seed
     assert runs["none"]["history"] == source["residual"]["history"]
     assert runs["none"]["key"] != source["residual"]["key"]  # keyed as this experiment's run
     assert "reused_from" not in runs["ELU"] and "reused_from" not in runs["ReLU"]
-    assert "shared runs: 1 of 3" in (tmp_path / "activation" / "report.md").read_text()
+    report = (tmp_path / "activation" / "report.md").read_text()
+    assert "shared runs: 1 of 3" in report
+    own = sum(runs[v]["seconds"] for v in ("ELU", "ReLU"))
+    assert f"; {own:.0f} s in the runs trained for this experiment" in report
     # a different budget (here one more epoch) or reuse=False: trained here
     for name, kw, sets in (("longer", {}, ["train.epochs=3"]), ("fresh", {"reuse": False}, [])):
         logs.clear()

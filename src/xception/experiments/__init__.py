@@ -87,8 +87,11 @@ def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], 
         "CPU thread(s) per run, "
         f"Python {platform.python_version()}, torch {torch.__version__}",
         f"time: {sum(r['seconds'] for r in records):.0f} s of training and evaluation over "
-        f"{len(records)} runs (each timed when it ran); this invocation took {seconds:.0f} s, "
-        "reusing runs already in runs.jsonl",
+        f"{len(records)} runs (each timed when it ran"
+        + (f"; {sum(r['seconds'] for r in records if not r.get('reused_from')):.0f} s in the "
+           "runs trained for this experiment" if any(r.get("reused_from") for r in records)
+           else "")
+        + f"); this invocation took {seconds:.0f} s, reusing runs already in runs.jsonl",
         *shared_line(records),
     ]
 
