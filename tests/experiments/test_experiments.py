@@ -44,11 +44,11 @@ def test_every_experiment_runs_end_to_end(name, tmp_path):
 
 
 def test_rerun_reuses_finished_runs(tmp_path):
-    logs: list[str] = []
-    run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path, log=lambda s: None)
-    run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path, log=logs.append)
+    out, logs = tmp_path / "residual", []  # a folder of its own: other tests' runs are not beside it
+    run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=lambda s: None)
+    run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=logs.append)
     assert sum("already done" in line for line in logs) == 2
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2
 
 
 def test_neighbouring_experiments_share_runs_of_the_same_network_budget_and_seed(tmp_path):
@@ -92,14 +92,15 @@ def test_a_signal_stops_the_experiment_and_records_nothing_partial(tmp_path, mon
         return dataclasses.replace(result, interrupted=len(calls) == 2)
 
     monkeypatch.setattr(runner, "fit", fit_stopped_on_second_run)
+    out = tmp_path / "residual"  # its own folder: the runs of other tests' folders are not beside it
     with pytest.raises(KeyboardInterrupt):
-        run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path, log=lambda s: None)
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
-    assert not (tmp_path / "results.md").exists()
+        run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=lambda s: None)
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 1
+    assert not (out / "results.md").exists()
     logs: list[str] = []
-    run("residual", seeds=1, overrides=TINY_RUN, out_dir=tmp_path, log=logs.append)
+    run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=logs.append)
     assert sum("already done" in line for line in logs) == 1
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2
 
 
 def models_of(name: str, **kw):
