@@ -87,11 +87,8 @@ def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], 
         "CPU thread(s) per run, "
         f"Python {platform.python_version()}, torch {torch.__version__}",
         f"time: {sum(r['seconds'] for r in records):.0f} s of training and evaluation over "
-        f"{len(records)} runs (each timed when it ran"
-        + (f"; {sum(r['seconds'] for r in records if not r.get('reused_from')):.0f} s in the "
-           "runs trained for this experiment" if any(r.get("reused_from") for r in records)
-           else "")
-        + f"); this invocation took {seconds:.0f} s, reusing runs already in runs.jsonl",
+        f"{len(records)} runs (each timed when it ran); this invocation took {seconds:.0f} s, "
+        "reusing runs already in runs.jsonl",
         *shared_line(records),
     ]
 
@@ -104,9 +101,11 @@ def shared_line(records: list[dict]) -> list[str]:
         return []
     where = sorted({f"{r['reused_from']['folder']}'s {r['reused_from']['variant']!r} as "
                     f"{r['variant']!r}" for r in reused})
+    own = sum(r["seconds"] for r in records if not r.get("reused_from"))
     return [f"shared runs: {len(reused)} of {len(records)} runs were trained once for a "
             f"neighbouring experiment with the identical network, budget and seed and copied "
-            f"(`reused_from` in runs.jsonl): {'; '.join(where)}"]
+            f"(`reused_from` in runs.jsonl): {'; '.join(where)}; {own:.0f} s in the runs "
+            "trained for this experiment"]
 
 
 def write_plots(exp: Experiment, records: list[dict], outcomes: list, out: Path) -> list[str]:

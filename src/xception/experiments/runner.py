@@ -70,6 +70,13 @@ def shared_runs(base: RunConfig, out_dir: Path, log: Callable[[str], None]) -> d
     return found
 
 
+def keep(path: Path, record: dict) -> dict:
+    """Append one finished run to ``runs.jsonl`` at once (what makes experiments resumable)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
 def read_records(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -98,9 +105,7 @@ def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: 
             if twin is not None:
                 record = {**twin, "key": key, "experiment": exp.name, "variant": variant.name,
                           "overrides": cfg.model.overrides}
-                with open(path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                records.append(record)
+                records.append(keep(path, record))
                 o = record["reused_from"]
                 log(f"{tag}: the same network, budget and seed as {o['folder']}'s "
                     f"{o['variant']!r}: reused")
@@ -127,9 +132,7 @@ def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: 
                 / len(hist[1:] or hist),
                 "seconds": time.perf_counter() - t0,
             }
-            with open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            records.append(record)
+            records.append(keep(path, record))
             log(f"{tag}: final val top-1 {100 * record['final_top1']:.2f}% "
                 f"(best {100 * record['best_top1']:.2f}%), {record['seconds']:.0f} s")
     return records
