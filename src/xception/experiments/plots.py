@@ -149,6 +149,8 @@ def plot_cost(records: list[dict], path: str | Path, title: str) -> Path:
     """Final val top-1 against parameters and against multiply-adds (log x): whether a variant's
     accuracy is bought with size or compute, which the spectrum's unmatched design confounds."""
     plt = agg_pyplot()
+    from matplotlib import ticker
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     groups = by_variant(records)
     for ax, key, xlabel in zip(axes, ("params", "macs"), ("parameters", "multiply-adds per image"),
@@ -163,6 +165,11 @@ def plot_cost(records: list[dict], path: str | Path, title: str) -> Path:
             ax.scatter(seed_x, values, color=f"C{i}", **SEED_STYLE)
             _mean_errorbar(ax, x * 10 ** 0.003, values, f"C{i}", label=variant)
         ax.set(xscale="log", xlabel=xlabel, ylim=(0, 100))
+        # short labels at 1, 2, 3, 5 x 10^k (matplotlib's default labels every minor tick of a
+        # short log range, and the labels run into each other)
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         if xs:
             ax.set_xlim(min(xs) / 1.6, max(xs) * 1.8)
         ax.grid(alpha=0.3, which="both")

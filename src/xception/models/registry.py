@@ -26,8 +26,8 @@ XCEPTION_SMALL = XceptionConfig(
     final_channels=(768, 1024), min_input_size=16, bn_momentum=0.1)
 
 # xception_small at a quarter to half of its widths (same blocks: entry, middle x8, exit), 0.70 M
-# parameters: the main job's model (``xception train`` on the digits, ~25 s on 2 CPU cores) and
-# the experiments' budget model (experiments/budget.py), where a CPU trains hundreds of them.
+# parameters: the main job's model (``xception train`` on the digits) and, at these or half these
+# widths, the experiments' budget model (experiments/budget.py), where a CPU trains hundreds.
 XCEPTION_TINY = replace(
     XCEPTION_SMALL, stem_channels=(16, 16), entry_channels=(32, 64, 128), middle_channels=128,
     exit_channels=(128, 256), final_channels=(256, 256))
