@@ -3,6 +3,7 @@ multi-label, bad images, non-finite losses."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -201,3 +202,20 @@ def test_run_folder_that_holds_files_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="already holds files"):
         fit(digits_run(), tmp_path, log=lambda s: None)
     assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]
+
+
+def test_the_first_line_comes_before_the_optimizer_is_built(monkeypatch):
+    """The first torch.optim optimizer imports torch._dynamo (~1.5 s of start-up on 2 cores):
+    the run's first line must not wait for it (issue 12: a line within 5 s)."""
+    fit_module = importlib.import_module("xception.training.fit")  # `fit` is also the function
+    lines: list[str] = []
+    seen: list[int] = []
+    build = fit_module.build_optimizer
+
+    def spy(*args, **kwargs):
+        seen.append(len(lines))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "build_optimizer", spy)
+    fit(tiny("train.max_steps=1"), None, log=lines.append)
+    assert seen and seen[0] >= 1 and lines[0].startswith("training xception_small (")

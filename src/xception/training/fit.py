@@ -180,14 +180,16 @@ class _Run:
         data = _Data.build(cfg, ctx, train_ds, val_ds, info)
         lr = scaled_lr(cfg.optimizer, tc.batch_size)
         dtype = autocast_dtype(tc.precision, ctx.device)
+        rl = RunLog(out_dir, log, ctx.is_main, tc.progress, tc.log_every, tc.tensorboard,
+                    f"{cfg.model.name} on {cfg.data.name}")
+        # said before the optimizer is built: the first torch.optim optimizer imports
+        # torch._dynamo (~1.5 s on a 2-core CPU), and the user should not wait for it in silence
+        rl(_intro(cfg, ctx, raw, data, lr, dtype, ckpt))
         state = _train_state(cfg, ctx, raw, data.sampler, lr, dtype)
         if ckpt is not None:
             warn_changed_settings(ckpt["config"], cfg, say)
             state.load_state_dict(ckpt, warn=say)
         eng = _engine(cfg, state, info, dtype)
-        rl = RunLog(out_dir, log, ctx.is_main, tc.progress, tc.log_every, tc.tensorboard,
-                    f"{cfg.model.name} on {cfg.data.name}")
-        rl(_intro(cfg, eng, data, lr, resumed=ckpt is not None))
         return cls(cfg, out_dir, eng, data, rl)
 
     def train(self, stop: StopFlag) -> None:
@@ -349,17 +351,18 @@ def _engine(cfg: RunConfig, state: TrainState, info: DatasetInfo, dtype: torch.d
                   num_classes=info.num_classes)
 
 
-def _intro(cfg: RunConfig, eng: Engine, data: _Data, lr: float, resumed: bool) -> str:
-    tc, st = cfg.train, eng.state
-    B, A, W = tc.batch_size, tc.accum_steps, st.ctx.world_size
-    n_params = sum(p.numel() for p in st.model.parameters() if p.requires_grad)
-    dtype = str(eng.dtype).replace("torch.", "") if eng.dtype else "fp32"
+def _intro(cfg: RunConfig, ctx: DistContext, model: nn.Module, data: _Data, lr: float,
+           dtype: torch.dtype | None, ckpt: dict | None) -> str:
+    tc = cfg.train
+    B, A, W = tc.batch_size, tc.accum_steps, ctx.world_size
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    precision = str(dtype).replace("torch.", "") if dtype else "fp32"
+    at = ckpt["progress"] if ckpt is not None else None
     return (f"training {cfg.model.name} ({n_params:,} parameters) on {cfg.data.name}: "
             f"{len(data.train.dataset)} train / {len(data.val.dataset)} val images, {tc.epochs} "
             f"epochs x {data.sampler.steps_per_epoch} steps, global batch {B} ({W} process(es) x "
-            f"{A} micro-batch(es) of {B // (W * A)}), lr {lr:.4g}, {st.ctx.device}, {dtype}"
-            + (f", resuming at epoch {st.progress.epoch} step {st.progress.step_in_epoch}"
-               if resumed else ""))
+            f"{A} micro-batch(es) of {B // (W * A)}), lr {lr:.4g}, {ctx.device}, {precision}"
+            + (f", resuming at epoch {at['epoch']} step {at['step_in_epoch']}" if at else ""))
 
 
 def _save_weights(out_dir: Path, cfg: RunConfig, info: DatasetInfo, raw: nn.Module, ema,
