@@ -83,7 +83,8 @@ def test_quick_is_the_default_and_cosine_matches_torch():
     # the paper's block structure at a small scale (see the recipe's docstring)
     mcfg = quick.model.config
     assert quick.model.name == "xception_tiny" and mcfg.middle_repeats == 8 and mcfg.residual
-    assert (quick.data.name, quick.data.image_size, quick.train.epochs) == ("digits", 32, 8)
+    assert mcfg.stem_padding == "valid"  # the paper's unpadded stem
+    assert (quick.data.name, quick.data.image_size, quick.train.epochs) == ("digits", 28, 10)
     cfg = RunConfig()
     total = 184
     lrs = lrs_by_step(cfg, total, 23, 64)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from xception.training.checkpoint import CHECKPOINT
 from xception.training.config import RunConfig, apply_overrides
 from xception.training.fit import fit
+from xception.training.recipes import get_recipe
 
 RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_size=8",
        "train.epochs=3", "train.checkpoint_every=3", "model.dropout=0.3", "train.ema=true",
@@ -35,9 +36,10 @@ def _sets(extra: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The uninterrupted run (in this process; same thread count as the CLI runs)."""
+    """The uninterrupted run (in this process; same thread count as the CLI runs), from the
+    recipe that `xception train` starts from."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    fit(apply_overrides(RunConfig(), RUN), out, log=lambda _: None)
+    fit(apply_overrides(get_recipe("quick"), RUN), out, log=lambda _: None)
     return out
 
 
