@@ -11,7 +11,7 @@ run() { python -m xception experiment "$@" --set train.threads=1; }
 # Order matters for sharing: a run another experiment already trained with the same network,
 # budget and seed is copied (residual's "residual" serves activation, order, compression and
 # spectrum; activation's "ReLU" serves order's "depthwise-first + ReLU"), so order comes after
-# activation. The chains hold about the same number of runs still to train (~40 each).
+# activation. The two chains hold about the same number of runs to train (~50 each).
 (run residual --out docs/results/residual
  run activation --out docs/results/activation
  run compression --out docs/results/compression) > docs/results/chain1.log 2>&1 &
