@@ -19,10 +19,11 @@ import torch
 from conftest import TINY_RUN, cli_env, run_cli
 from safetensors.torch import load_file
 
+from xception.cli.main import build_parser
+from xception.cli.train import resolve_config
 from xception.training.checkpoint import CHECKPOINT
-from xception.training.config import RunConfig, apply_overrides
+from xception.training.config import RunConfig
 from xception.training.fit import fit
-from xception.training.recipes import get_recipe
 
 RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_size=8",
        "train.epochs=3", "train.checkpoint_every=3", "model.dropout=0.3", "train.ema=true",
@@ -36,10 +37,10 @@ def _sets(extra: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The uninterrupted run (in this process; same thread count as the CLI runs), from the
-    recipe that `xception train` starts from."""
+    """The uninterrupted run (in this process; same thread count as the CLI runs), with the
+    config that the CLI resolves from the same arguments."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    fit(apply_overrides(get_recipe("quick"), RUN), out, log=lambda _: None)
+    fit(resolve_config(build_parser().parse_args(["train", *_sets([])])), out, log=lambda _: None)
     return out
 
 

@@ -32,8 +32,7 @@ XCEPTION_SMALL = XceptionConfig(
 # of the multiply-adds of the padded stem at 32 px (training.recipes.quick says what it measured).
 XCEPTION_TINY = replace(
     XCEPTION_SMALL, stem_padding="valid", stem_channels=(16, 16), entry_channels=(32, 64, 128),
-    middle_channels=128,
-    exit_channels=(128, 256), final_channels=(256, 256))
+    middle_channels=128, exit_channels=(128, 256), final_channels=(256, 256))
 
 INCEPTION_V3 = InceptionConfig()
 
