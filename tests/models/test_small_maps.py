@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import xception
 import xception.models.small_maps as depthwise
-from xception.models.layers import Conv2d
+from xception.models.layers import Conv2d, PointwiseConv2d
 
 
 def _grads(fn, x, w):
@@ -78,6 +78,66 @@ def test_model_gradients_equal_with_and_without_the_path(monkeypatch, tiny):
     monkeypatch.setattr(depthwise, "needs_small_map_path", lambda *a: False)
     monkeypatch.setattr("xception.models.layers.needs_small_map_path", lambda *a: False)
     want = grads()
+    for name, g in want.items():
+        scale = g.norm().clamp_min(1e-12)
+        assert (got[name] - g).norm() / scale < 1e-5, name
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3), (4, 4)])
+def test_pointwise_as_a_matrix_product_matches_the_conv(size, bias):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 12, *size, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(7, 12, 1, 1, generator=gen)
+    b = torch.randn(7, generator=gen) if bias else None
+    ref = _grads(lambda a, c: F.conv2d(a, c, b), x, w)
+    got = _grads(lambda a, c: depthwise.pointwise_conv2d(a, c, b), x, w)
+    for r, g in zip(ref, got, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+    y = depthwise.pointwise_conv2d(x, w, b)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # as the conv's output would be
+
+
+def test_pointwise_conv_takes_the_matrix_path_only_where_it_pays():
+    conv = PointwiseConv2d(8, 16)
+    small = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert type(conv(small).grad_fn).__name__ == "PermuteBackward0"  # F.linear on the NHWC view
+    large = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert type(conv(large).grad_fn).__name__ == "ConvolutionBackward0"
+    nchw = torch.randn(2, 8, 4, 4)  # its NHWC view would need a copy
+    assert type(conv(nchw).grad_fn).__name__ == "ConvolutionBackward0"
+    with torch.no_grad():  # inference keeps the conv (no faster there)
+        assert not depthwise.needs_matmul_path(small, conv.weight)
+    assert conv.weight.shape == (16, 8, 1, 1) and set(conv.state_dict()) == {"weight"}
+
+
+def test_model_gradients_equal_with_and_without_the_pointwise_path(monkeypatch, tiny):
+    """A 32 px training step of the small model: the middle and exit flows' 1x1 convs (4x4 and
+    2x2 maps) run as matrix products; every parameter's gradient equals the conv's."""
+    model = xception.create_model("xception_small", **tiny).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 1, 2, 3])
+    maps = []
+    real = depthwise.pointwise_conv2d
+
+    def counted(a, w, b=None):
+        maps.append(tuple(a.shape[-2:]))
+        return real(a, w, b)
+
+    monkeypatch.setattr("xception.models.layers.pointwise_conv2d", counted)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    got = grads()
+    middle = xception.models.registry.model_config("xception_small", **tiny).middle_repeats * 3
+    assert maps.count((4, 4)) >= middle and (2, 2) in maps and max(maps) <= (4, 4)
+    monkeypatch.setattr("xception.models.layers.needs_matmul_path", lambda *a: False)
+    maps.clear()
+    want = grads()
+    assert not maps
     for name, g in want.items():
         scale = g.norm().clamp_min(1e-12)
         assert (got[name] - g).norm() / scale < 1e-5, name

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .small_maps import depthwise_conv2d, needs_small_map_path
+from .small_maps import depthwise_conv2d, needs_matmul_path, needs_small_map_path, pointwise_conv2d
 
 PADDINGS: tuple[str, ...] = ("tf_same", "symmetric", "valid")
 ORDERS: tuple[str, ...] = ("depthwise_first", "pointwise_first")
@@ -105,6 +105,19 @@ class Conv2d(nn.Conv2d):
             x = pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0], 0.0)
         if self.bias is None and needs_small_map_path(x, self.weight, self.groups, self.dilation):
             return depthwise_conv2d(x, self.weight, self.stride, self.padding, self.dilation)
+        return super().forward(x)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """The 1x1 conv of a separable conv: ``nn.Conv2d`` (same weights and state-dict keys) whose CPU
+    training on maps of at most 4x4 runs as a matrix product (``small_maps.py`` says why)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if needs_matmul_path(x, self.weight):
+            return pointwise_conv2d(x, self.weight, self.bias)
         return super().forward(x)
 
 
@@ -212,7 +225,7 @@ class SpectrumConv(nn.Module):
                               groups=segments, padding=padding)
         self.mid_norm = batch_norm(mid, norm_eps, norm_momentum) if mid_norm else nn.Identity()
         self.mid_act = activation_layer(mid_activation)
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.pointwise = PointwiseConv2d(in_channels, out_channels, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.order == "depthwise_first":

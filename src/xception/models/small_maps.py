@@ -1,12 +1,19 @@
-"""Depthwise convolution on maps smaller than its kernel, with a weight gradient that is cheap on CPU.
+"""CPU training paths for small feature maps, where oneDNN's convolution backward is slow.
 
-PyTorch's CPU convolution (oneDNN, torch 2.6-2.14) computes the weight gradient of a depthwise
-conv through a slow path when the input is smaller than the kernel: on 2x2 maps, 6-30 ms where
-one 3x3 map takes 0.2 ms (measured on 2 cores; ``benchmarks/RESULTS.md``). Xception trained at
-32 px runs its exit flow at 2x2, so that path cost ~10% of a training step. Here the forward and
-the input gradient stay PyTorch's; the weight gradient is written out as one product-and-sum per
-kernel tap, the definition of the convolution's weight gradient. Same function, same gradients
-(up to float summation order).
+PyTorch's CPU convolution (oneDNN, torch 2.6-2.14) is slow at two things a small-image Xception
+does all the time (measured on 2 cores; ``benchmarks/RESULTS.md``):
+
+- the weight gradient of a depthwise conv whose input is smaller than the kernel: on 2x2 maps,
+  6-30 ms where one 3x3 map takes 0.2 ms. Xception trained at 32 px runs its exit flow at 2x2.
+  Here the forward and the input gradient stay PyTorch's; the weight gradient is written out as
+  one product-and-sum per kernel tap, the definition of the convolution's weight gradient.
+- the backward of a 1x1 (pointwise) conv on maps of at most 4x4 pixels: a 1x1 conv is a matrix
+  product over the channels, and on a channels_last tensor ``F.linear`` computes it on the NHWC
+  view without a copy. For the middle flow of a 32 px ``xception_small`` (64 x 256 x 4 x 4, 256
+  out) forward + backward take 3.7 ms that way against 9.0 ms through the conv. On larger maps
+  the conv is as fast or faster, so they keep it; inference keeps the conv too.
+
+Same function, same gradients (up to float summation order).
 """
 
 from __future__ import annotations
@@ -74,3 +81,26 @@ def tap_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, shape: torch.Size,
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
                      padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
     return SmallMapDepthwiseConv.apply(x, weight, stride, padding, dilation)
+
+
+MATMUL_MAX_PIXELS = 16  # a 1x1 conv's backward goes through F.linear on maps of <= 4x4 pixels
+
+
+def needs_matmul_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """For a 1x1 conv (stride 1, ungrouped: ``layers.PointwiseConv2d``): on CPU, on a
+    channels_last map of at most ``MATMUL_MAX_PIXELS`` pixels, its weight gradient to be taken."""
+    if x.device.type != "cpu" or x.dim() != 4 or x.shape[-2] * x.shape[-1] > MATMUL_MAX_PIXELS:
+        return False
+    if not (torch.is_grad_enabled() and weight.requires_grad):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    return x.permute(0, 2, 3, 1).is_contiguous()
+
+
+def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for a (Co, Ci, 1, 1) weight, as a matrix product on the NHWC
+    view of a channels_last ``x``; the result is channels_last as the conv's would be."""
+    out = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
+    return out.permute(0, 3, 1, 2)
