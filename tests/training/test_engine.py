@@ -97,3 +97,30 @@ def test_unreadable_images_are_reported_and_a_stop_request_is_passed_on():
     micros = [Batch(None, None, [("a.png", "truncated")]), *_micros(4)]
     res = train_step(eng, micros, global_size=8, stop_requested=True)
     assert res.bad == [("a.png", "truncated")] and res.seen == 4 and res.stop
+
+
+class _Wrapper(nn.Module):
+    """Stands in for DDP / torch.compile: its own ``training`` flag, the raw model inside."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_a_step_after_an_evaluation_trains_in_training_mode():
+    """The step skips ``train()`` when the model is already training; an evaluation puts the raw
+    model (not the wrapper the step calls) in eval mode, and the next step must undo that."""
+    eng = _engine()
+    seen = []
+    eng.state.model.register_forward_pre_hook(lambda m, _: seen.append(m.training))
+    eng.step_model = _Wrapper(eng.state.model)
+    train_step(eng, _micros(8), 8)
+    eng.state.model.eval()  # what evaluate() does
+    train_step(eng, _micros(8), 8)
+    eng.step_model = None
+    eng.state.model.eval()
+    train_step(eng, _micros(8), 8)
+    assert seen == [True, True, True]

@@ -83,7 +83,7 @@ def test_quick_is_the_default_and_cosine_matches_torch():
     # the paper's block structure at a small scale (see the recipe's docstring)
     mcfg = quick.model.config
     assert quick.model.name == "xception_tiny" and mcfg.middle_repeats == 8 and mcfg.residual
-    assert mcfg.stem_padding == "valid"  # the paper's unpadded stem
+    assert mcfg.stem_padding == "valid" and mcfg.dropout == 0.3  # the unpadded stem; dropout
     assert (quick.data.name, quick.data.image_size, quick.train.epochs) == ("digits", 28, 10)
     cfg = RunConfig()
     total = 184
@@ -109,3 +109,27 @@ def test_every_recipe_validates_and_documents_its_command():
         assert "xception train" in (fn.__doc__ or ""), name
     with pytest.raises(ConfigError, match="paper-imagenet"):
         get_recipe("imagenet")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "rmsprop"])
+def test_optimizers_take_the_multi_tensor_step_with_the_loop_s_numbers(name):
+    """foreach=True (PyTorch's CPU default is the per-parameter loop): same values, bit for bit."""
+    from xception.training.config import OptimizerSection
+
+    cfg = OptimizerSection(name=name, lr=0.05, weight_decay=1e-3)
+    nets = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [build_optimizer(nets[0], cfg)]
+    assert opts[0].defaults["foreach"] is True
+    loop = build_optimizer(nets[1], cfg)
+    for group in loop.param_groups:
+        group["foreach"] = False
+    opts.append(loop)
+    x = torch.randn(2, 3, 6, 6)
+    for _ in range(3):
+        for net, opt in zip(nets, opts, strict=True):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -128,7 +128,7 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: BenchSett
                 device: torch.device) -> Callable:
     model.train()
     fwd = torch.compile(model) if s.compile else model
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, foreach=True)  # as fit's
 
     def step():
         with _autocast(s, device):

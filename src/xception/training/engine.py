@@ -114,7 +114,10 @@ def train_step(eng: Engine, micros: list[Batch], global_size: int,
 def _accumulate(eng: Engine, micros: list[Batch], global_size: int) -> StepResult:
     """Forward and backward over the micro-batches (DDP syncs on the last); the step's sums."""
     st = eng.state
-    eng.model.train()
+    # after an evaluation (which puts the raw model, not a DDP/compile wrapper, in eval mode);
+    # otherwise a walk over ~350 modules that changes nothing
+    if not (eng.model.training and st.model.training):
+        eng.model.train()
     res = StepResult()
     losses, hits = [], []
     scale = st.ctx.world_size / global_size

@@ -25,7 +25,12 @@ def scaled_lr(cfg: OptimizerSection, global_batch: int) -> float:
 
 def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = None
                     ) -> torch.optim.Optimizer:
-    """No weight decay on BatchNorm parameters and biases (1-d tensors), as usual for convnets."""
+    """No weight decay on BatchNorm parameters and biases (1-d tensors), as usual for convnets.
+
+    ``foreach=True``: PyTorch picks the one-op-per-parameter loop on CPU; the multi-tensor step
+    does the same arithmetic in the same order (bit-identical) in a few calls instead of ~5 per
+    parameter, which is ~half the optimizer's time for a model of ~150 small tensors.
+    """
     lr = cfg.lr if lr is None else lr
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
@@ -33,10 +38,11 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = 
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+                               nesterov=cfg.nesterov and cfg.momentum > 0, foreach=True)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum, alpha=cfg.alpha, eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=lr, foreach=True)
+    return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum, alpha=cfg.alpha, eps=cfg.eps,
+                               foreach=True)
 
 
 @dataclass
