@@ -2,8 +2,9 @@
 
 Each version's own ``run_benchmark`` (what ``xception benchmark --modes train`` runs: forward,
 backward, optimizer step on a fixed batch) times a training step of ``xception_small`` (32 px,
-batch 64, 10 classes) and of the experiments' budget model (``experiments/budget.py``: same
-block structure, narrower). Every measurement is a fresh process; the versions alternate within
+batch 64, 10 classes), of ``xception_tiny``'s widths on it ("budget", 32 px) and of the
+Fashion-MNIST experiments' half-width model ("fashion_budget", 28 px; ``experiments/budget.py``):
+the same block structure, narrower. Every measurement is a fresh process; the versions alternate within
 each round (and which goes first alternates between rounds), so a change of machine load hits
 both alike. Reported: the median of the per-process medians, and the ratio new/old per round.
 
@@ -30,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # the experiments' budget model (experiments/budget.py), spelled out so both versions build it
 BUDGET = {"stem_channels": (16, 16), "entry_channels": (32, 64, 128), "middle_channels": 128,
           "middle_repeats": 8, "exit_channels": (128, 256), "final_channels": (256, 256)}
-MODELS = {"xception_small": {}, "budget": BUDGET}
+# the Fashion-MNIST experiments' model (experiments/budget.py FASHION_WIDTHS), at their 28 px
+FASHION = {**BUDGET, "stem_channels": (8, 8), "entry_channels": (16, 32, 64),
+           "middle_channels": 64, "exit_channels": (64, 128), "final_channels": (128, 128)}
+MODELS = {"xception_small": ({}, 32), "budget": (BUDGET, 32), "fashion_budget": (FASHION, 28)}
 
 
 def worker(model: str, batch: int, reps: int, threads: int) -> None:
@@ -41,14 +45,16 @@ def worker(model: str, batch: int, reps: int, threads: int) -> None:
     from xception.bench.timing import BenchSettings, run_benchmark
     from xception.models import registry
 
-    registry._CONFIGS["budget"] = replace(registry._CONFIGS["xception_small"], **BUDGET)
-    s = BenchSettings(model=model, device="cpu", image_size=32, num_classes=10, batch=batch,
+    for name, (overrides, _) in MODELS.items():
+        registry._CONFIGS.setdefault(name, replace(registry._CONFIGS["xception_small"], **overrides))
+    size = MODELS[model][1]
+    s = BenchSettings(model=model, device="cpu", image_size=size, num_classes=10, batch=batch,
                       reps=reps, warmup=3, modes=("train",), contenders=("ours",),
                       threads=threads)
     out = run_benchmark(s, log=lambda *_: None)
     entry = out["results"]["train"]["ours"]
     print(json.dumps({"median_ms": entry["median_ms"], "times_ms": entry["times_ms"],
-                      "profile_ms": profile(model, batch), "data_epoch_ms": data_epoch_ms(),
+                      "profile_ms": profile(model, batch, size), "data_epoch_ms": data_epoch_ms(),
                       "version_file": xception.__file__}))
 
 
@@ -56,7 +62,7 @@ KINDS = (("depthwise conv", "dw"), ("pointwise conv", "pw"), ("other conv", "con
          ("batchnorm", "batch_norm"), ("max-pool", "max_pool"), ("optimizer", "Optimizer"))
 
 
-def profile(model: str, batch: int, steps: int = 3) -> dict[str, float]:
+def profile(model: str, batch: int, size: int, steps: int = 3) -> dict[str, float]:
     """Self CPU time per training step by kind of op (torch.profiler, after the timed steps)."""
     import torch
     import torch.nn.functional as F
@@ -66,7 +72,7 @@ def profile(model: str, batch: int, steps: int = 3) -> dict[str, float]:
     from xception.models.registry import create_model
 
     net = create_model(model, num_classes=10).to(memory_format=torch.channels_last).train()
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
 
@@ -98,6 +104,8 @@ def _kind(name: str, shapes: list) -> str:
         if len(weight) == 4 and weight[2] == 1 and weight[3] == 1:
             return f"pointwise conv {part}"
         return f"other conv {part}"
+    if name in ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"):
+        return "pointwise conv as matrix product (fwd + bwd)"  # models/small_maps.py
     if "batch_norm" in name:
         return "batchnorm " + ("backward" if "backward" in name else "forward")
     if "max_pool" in name:
