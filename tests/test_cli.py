@@ -110,8 +110,7 @@ def test_unreadable_image(run_dir, tmp_path, digit_pngs):
 
 def test_the_command_freezes_the_heap_after_the_work(monkeypatch):
     """``xception`` (the console script and ``python -m xception``) runs ``main``, then
-    ``gc.freeze()``, so the interpreter's exit does not walk millions of objects again."""
-    import tomllib
+    ``gc.freeze()``, so the interpreter's exit does not walk every tracked object again."""
     from pathlib import Path
 
     from xception.cli import main as cli
@@ -120,6 +119,6 @@ def test_the_command_freezes_the_heap_after_the_work(monkeypatch):
     monkeypatch.setattr(cli, "main", lambda: events.append("main") or 3)
     monkeypatch.setattr(cli.gc, "freeze", lambda: events.append("freeze"))
     assert cli.console() == 3 and events == ["main", "freeze"]
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["xception"] == "xception.cli.main:console"
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'xception = "xception.cli.main:console"' in pyproject  # the console script
     assert "console()" in (Path(cli.__file__).parents[1] / "__main__.py").read_text()
