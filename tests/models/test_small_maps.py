@@ -53,12 +53,29 @@ def test_conv2d_takes_the_path_only_where_it_pays():
     assert type(grouped(small).grad_fn).__name__ == "ConvolutionBackward0"
 
 
+def _small_model_step(tiny: dict):
+    """``xception_small`` (tiny widths) and a 32 px batch, channels_last as training runs them."""
+    model = xception.create_model("xception_small", **tiny).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    return model, x, torch.tensor([0, 1, 2, 3])
+
+
+def _step_grads(model, x, y) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    for name, g in want.items():
+        scale = g.norm().clamp_min(1e-12)
+        assert (got[name] - g).norm() / scale < 1e-5, name
+
+
 def test_model_gradients_equal_with_and_without_the_path(monkeypatch, tiny):
     """A 32 px training step of the small model: the exit flow's depthwise convs run on 2x2 maps;
     every parameter's gradient equals the one PyTorch's conv gives."""
-    model = xception.create_model("xception_small", **tiny).to(memory_format=torch.channels_last)
-    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.tensor([0, 1, 2, 3])
+    model, x, y = _small_model_step(tiny)
     calls = []
     real = depthwise.SmallMapDepthwiseConv.backward
 
@@ -67,20 +84,11 @@ def test_model_gradients_equal_with_and_without_the_path(monkeypatch, tiny):
         return real(ctx, g)
 
     monkeypatch.setattr(depthwise.SmallMapDepthwiseConv, "backward", staticmethod(counted))
-
-    def grads() -> dict[str, torch.Tensor]:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    got = grads()
+    got = _step_grads(model, x, y)
     assert calls and all(shape[-1] == 2 for shape in calls)  # the exit flow's 2x2 maps
     monkeypatch.setattr(depthwise, "needs_small_map_path", lambda *a: False)
     monkeypatch.setattr("xception.models.layers.needs_small_map_path", lambda *a: False)
-    want = grads()
-    for name, g in want.items():
-        scale = g.norm().clamp_min(1e-12)
-        assert (got[name] - g).norm() / scale < 1e-5, name
+    _assert_same_grads(got, _step_grads(model, x, y))
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -114,9 +122,7 @@ def test_pointwise_conv_takes_the_matrix_path_only_where_it_pays():
 def test_model_gradients_equal_with_and_without_the_pointwise_path(monkeypatch, tiny):
     """A 32 px training step of the small model: the middle and exit flows' 1x1 convs (4x4 and
     2x2 maps) run as matrix products; every parameter's gradient equals the conv's."""
-    model = xception.create_model("xception_small", **tiny).to(memory_format=torch.channels_last)
-    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.tensor([0, 1, 2, 3])
+    model, x, y = _small_model_step(tiny)
     maps = []
     real = depthwise.pointwise_conv2d
 
@@ -125,19 +131,11 @@ def test_model_gradients_equal_with_and_without_the_pointwise_path(monkeypatch, 
         return real(a, w, b)
 
     monkeypatch.setattr("xception.models.layers.pointwise_conv2d", counted)
-
-    def grads() -> dict[str, torch.Tensor]:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    got = grads()
+    got = _step_grads(model, x, y)
     middle = xception.models.registry.model_config("xception_small", **tiny).middle_repeats * 3
     assert maps.count((4, 4)) >= middle and (2, 2) in maps and max(maps) <= (4, 4)
     monkeypatch.setattr("xception.models.layers.needs_matmul_path", lambda *a: False)
     maps.clear()
-    want = grads()
+    want = _step_grads(model, x, y)
     assert not maps
-    for name, g in want.items():
-        scale = g.norm().clamp_min(1e-12)
-        assert (got[name] - g).norm() / scale < 1e-5, name
+    _assert_same_grads(got, want)

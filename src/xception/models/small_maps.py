@@ -22,17 +22,21 @@ import torch
 import torch.nn.functional as F
 
 
+def _eager_weight_grad(weight: torch.Tensor) -> bool:
+    """The weight's gradient will be taken by eager autograd (not under tracing, scripting or
+    torch.compile, which keep PyTorch's conv)."""
+    if not (torch.is_grad_enabled() and weight.requires_grad):
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
+
+
 def needs_small_map_path(x: torch.Tensor, weight: torch.Tensor, groups: int,
                          dilation: tuple[int, ...]) -> bool:
     """A depthwise conv on CPU whose weight gradient will be taken and whose map is smaller than
     the kernel's extent (the case oneDNN is slow at)."""
     if groups == 1 or x.device.type != "cpu" or x.dim() != 4:  # most convs stop here
         return False
-    if groups != x.shape[1] or weight.shape[0] != groups:
-        return False
-    if not (torch.is_grad_enabled() and weight.requires_grad):
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if groups != x.shape[1] or weight.shape[0] != groups or not _eager_weight_grad(weight):
         return False
     if torch.is_autocast_enabled("cpu") or x.dtype != weight.dtype:
         return False
@@ -91,11 +95,7 @@ def needs_matmul_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     channels_last map of at most ``MATMUL_MAX_PIXELS`` pixels, its weight gradient to be taken."""
     if x.device.type != "cpu" or x.dim() != 4 or x.shape[-2] * x.shape[-1] > MATMUL_MAX_PIXELS:
         return False
-    if not (torch.is_grad_enabled() and weight.requires_grad):
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return False
-    return x.permute(0, 2, 3, 1).is_contiguous()
+    return _eager_weight_grad(weight) and x.permute(0, 2, 3, 1).is_contiguous()
 
 
 def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor,
