@@ -10,7 +10,7 @@ does all the time (measured on 2 cores; ``benchmarks/RESULTS.md``):
 - the backward of a 1x1 (pointwise) conv on maps of at most 4x4 pixels: a 1x1 conv is a matrix
   product over the channels, and on a channels_last tensor ``F.linear`` computes it on the NHWC
   view without a copy. For the middle flow of a 32 px ``xception_small`` (64 x 256 x 4 x 4, 256
-  out) forward + backward take 3.7 ms that way against 9.0 ms through the conv. On larger maps
+  out) forward + backward take 5.5 ms that way against 9.8 ms through the conv. On larger maps
   the conv is as fast or faster, so they keep it; inference keeps the conv too.
 
 Same function, same gradients (up to float summation order).
