@@ -111,25 +111,54 @@ def test_every_recipe_validates_and_documents_its_command():
         get_recipe("imagenet")
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw", "rmsprop"])
-def test_optimizers_take_the_multi_tensor_step_with_the_loop_s_numbers(name):
-    """foreach=True (PyTorch's CPU default is the per-parameter loop): same values, bit for bit."""
+def _three_steps(name: str, kernel: dict[str, bool]) -> tuple[torch.optim.Optimizer, list]:
+    """Three steps of ``build_optimizer``'s optimizer, its update kernel replaced by ``kernel``
+    (empty: as built), on a fixed conv + BatchNorm net."""
     from xception.training.config import OptimizerSection
 
-    cfg = OptimizerSection(name=name, lr=0.05, weight_decay=1e-3)
-    nets = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)) for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    opts = [build_optimizer(nets[0], cfg)]
-    assert opts[0].defaults["foreach"] is True
-    loop = build_optimizer(nets[1], cfg)
-    for group in loop.param_groups:
-        group["foreach"] = False
-    opts.append(loop)
-    x = torch.randn(2, 3, 6, 6)
+    torch.manual_seed(0)
+    # no bias before the BatchNorm: its gradient is ~0, and Adam turns rounding noise there into
+    # whole steps of either sign
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(net, OptimizerSection(name=name, lr=0.05, weight_decay=1e-3))
+    for group in opt.param_groups:
+        group.update(kernel)
+    x, target = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 4, 4)
     for _ in range(3):
-        for net, opt in zip(nets, opts, strict=True):
-            opt.zero_grad()
-            net(x).square().mean().backward()
-            opt.step()
-    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        assert torch.equal(a, b)
+        opt.zero_grad()
+        (net(x) - target).square().mean().backward()
+        opt.step()
+    return opt, [p.detach() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "rmsprop"])
+def test_optimizers_take_a_fused_or_multi_tensor_step_with_the_loop_s_numbers(name, monkeypatch):
+    """SGD and AdamW run PyTorch's fused kernel (equal to the per-parameter loop to float32
+    rounding), RMSprop the multi-tensor step (bit for bit); PyTorch's CPU default is the loop."""
+    fused = {"sgd": "_fused_sgd_", "adamw": "_fused_adamw_"}.get(name)
+    calls = []
+    if fused:  # the fused kernel really runs (not a silent fallback to another path)
+        real = getattr(torch, fused)
+        monkeypatch.setattr(torch, fused, lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    opt, got = _three_steps(name, {})
+    monkeypatch.undo()
+    _, loop = _three_steps(name, {"foreach": False, "fused": False})
+    assert opt.defaults.get("fused") is (True if fused else None)
+    assert opt.defaults.get("foreach") is (None if fused else True)
+    assert len(calls) == (6 if fused else 0)  # 3 steps x 2 parameter groups
+    for a, b in zip(got, loop, strict=True):
+        if fused:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(a, b)
+
+
+def test_update_kernel_falls_back_to_the_multi_tensor_step():
+    from xception.training.optimizers import update_kernel
+
+    cpu = [torch.zeros(3)]
+    assert update_kernel(cpu, fused_available=True) == {"fused": True}
+    assert update_kernel(cpu, fused_available=False) == {"foreach": True}
+    assert update_kernel([torch.zeros(3, device="meta")], fused_available=True) == {"foreach": True}
+    assert update_kernel([torch.zeros(3, dtype=torch.int64)], True) == {"foreach": True}
+    assert update_kernel([], fused_available=True) == {"foreach": True}

@@ -27,22 +27,36 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = 
                     ) -> torch.optim.Optimizer:
     """No weight decay on BatchNorm parameters and biases (1-d tensors), as usual for convnets.
 
-    ``foreach=True``: PyTorch picks the one-op-per-parameter loop on CPU; the multi-tensor step
-    does the same arithmetic in the same order (bit-identical) in a few calls instead of ~5 per
-    parameter, which is ~half the optimizer's time for a model of ~150 small tensors.
+    The update runs as PyTorch's fused kernel where it has one (SGD and AdamW on CPU/CUDA,
+    ``update_kernel``): one pass over each tensor instead of ~5 ops per parameter or per
+    multi-tensor group; the same formula, equal to the per-parameter loop to a few float32 ulps
+    (fused multiply-adds). RMSprop has no fused kernel: the multi-tensor step (bit-identical to
+    the loop).
     """
     lr = cfg.lr if lr is None else lr
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    kernel = update_kernel(decay + no_decay, fused_available=cfg.name in ("sgd", "adamw"))
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, foreach=True)
+                               nesterov=cfg.nesterov and cfg.momentum > 0, **kernel)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, foreach=True)
+        return torch.optim.AdamW(groups, lr=lr, **kernel)
     return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum, alpha=cfg.alpha, eps=cfg.eps,
-                               foreach=True)
+                               **kernel)
+
+
+def update_kernel(params: list[torch.Tensor], fused_available: bool) -> dict[str, bool]:
+    """``{"fused": True}`` when every parameter is a float tensor on CPU or CUDA (where PyTorch's
+    fused SGD/AdamW run; the optimizer's share of a CPU step in ``benchmarks/RESULTS.md``), else
+    ``{"foreach": True}`` (PyTorch's CPU default is the slower per-parameter loop)."""
+    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in params)
+    return {"fused": True} if fused_available and fusable and params else {"foreach": True}
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @dataclass
