@@ -74,7 +74,12 @@ def profile(model: str, batch: int, size: int, steps: int = 3) -> dict[str, floa
     net = create_model(model, num_classes=10).to(memory_format=torch.channels_last).train()
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+    try:  # this version's update kernel, as its fit uses it; older versions: the loop
+        from xception.training.optimizers import update_kernel
+        kernel = update_kernel(list(net.parameters()), True)
+    except ImportError:
+        kernel = {}
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, **kernel)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -110,7 +115,7 @@ def _kind(name: str, shapes: list) -> str:
         return "batchnorm " + ("backward" if "backward" in name else "forward")
     if "max_pool" in name:
         return "max-pool"
-    if name.startswith("Optimizer") or "_foreach" in name:
+    if name.startswith("Optimizer") or "_foreach" in name or "_fused_sgd" in name:
         return "optimizer"
     if name in ("aten::threshold_backward", "aten::relu", "aten::relu_", "aten::clamp_min",
                 "aten::clamp_min_", "aten::add", "aten::add_", "aten::mul", "aten::mul_"):

@@ -9,6 +9,8 @@ run, appended to ``--out`` (runs already there are skipped, so a stopped screen 
         --variant e12=train.epochs=12 --out benchmarks/results/cpu/quick_screen.jsonl
 
 A variant is ``NAME=KEY=VALUE[,KEY=VALUE...]`` (``NAME=`` alone: the recipe as it is).
+``--summary FILE...`` prints, from such files, each variant's errors per seed and, for every
+variant against the first one, the mean paired difference in errors with its 95% t-interval.
 """
 
 from __future__ import annotations
@@ -46,14 +48,42 @@ def worker(overrides: list[str], seed: int, threads: int) -> None:
                       "wall_s": round(wall, 1), "history": [h["val_top1"] for h in res.history]}))
 
 
+def summary(files: list[Path]) -> None:
+    """Errors (misclassified validation images) per variant and seed; paired differences."""
+    from scipy import stats
+
+    runs: dict[str, dict[int, int]] = {}
+    for f in files:
+        for r in map(json.loads, f.read_text().splitlines()):
+            runs.setdefault(r["variant"], {})[r["seed"]] = len(r["wrong"])
+    first = next(iter(runs))
+    for name, errs in runs.items():
+        seeds = sorted(errs)
+        line = (f"{name:>10}: seeds {seeds[0]}-{seeds[-1]} errors {[errs[s] for s in seeds]} "
+                f"mean {sum(errs.values()) / len(errs):.2f}, <= 3 errors (>= 99.0%) in "
+                f"{sum(e <= 3 for e in errs.values())}/{len(errs)}")
+        paired = [errs[s] - runs[first][s] for s in seeds if s in runs[first]]
+        if name != first and len(paired) > 1:
+            mean, sem = sum(paired) / len(paired), stats.sem(paired)
+            half = stats.t.ppf(0.975, len(paired) - 1) * sem if sem > 0 else 0.0
+            line += f"; vs {first}: {mean:+.2f} +- {half:.2f} errors (95% CI, {len(paired)} pairs)"
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", action="append", required=True, help="NAME=KEY=VALUE[,KEY=VALUE]")
+    ap.add_argument("--variant", action="append", help="NAME=KEY=VALUE[,KEY=VALUE]")
     ap.add_argument("--seeds", default="0-4", help="A-B or a comma list")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--summary", type=Path, nargs="+", help="summarise these result files")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.summary:
+        summary(a.summary)
+        return
+    if not a.variant or a.out is None:
+        ap.error("--variant and --out are needed (or --summary FILE...)")
     variants = {}
     for v in a.variant:
         name, _, sets = v.partition("=")

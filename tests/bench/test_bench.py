@@ -80,3 +80,20 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert report["sections"]["kernels"]["all_ok"] and report["sections"]["model"]["all_ok"]
     assert report["sections"]["train_eager"]["results"]["train"]["ours"]["median_ms"] > 0
     assert "goals" in report
+
+
+def test_training_step_updates_with_fit_s_fused_kernel(monkeypatch):
+    """The benchmark times the optimizer fit uses (fused SGD on CPU), not a slower stand-in."""
+    import torch
+
+    from xception.bench.timing import _train_step
+
+    calls = []
+    real = torch._fused_sgd_
+    monkeypatch.setattr(torch, "_fused_sgd_", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x, y = torch.randn(2, 3, 5, 5), torch.tensor([0, 1])
+    model(x)
+    step = _train_step(model, x, y, BenchSettings(device="cpu"), torch.device("cpu"))
+    step()
+    assert calls

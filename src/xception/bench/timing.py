@@ -128,7 +128,12 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: BenchSett
                 device: torch.device) -> Callable:
     model.train()
     fwd = torch.compile(model) if s.compile else model
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, foreach=True)  # as fit's
+    from ..training.optimizers import update_kernel  # fit's update kernel (fused where it can)
+
+    params = list(model.parameters())
+    # under CUDA-graph capture: the multi-tensor step, the one the GPU check ran with
+    kernel = update_kernel(params, fused_available=not s.cuda_graphs)
+    opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, **kernel)
 
     def step():
         with _autocast(s, device):
