@@ -13,10 +13,10 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from cpu_small_map_paths import median_ms  # this folder is on the path when run as a script
 
 from xception.allocator import keep_freed_memory
 from xception.models import create_model
@@ -33,12 +33,7 @@ def measure(name: str, rounds: int, steps: int) -> dict:
     per_round: dict[str, list[float]] = {k: [] for k in opts}
     for _ in range(rounds):
         for k, opt in opts.items():
-            times = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                opt.step()
-                times.append((time.perf_counter() - t0) * 1e3)
-            per_round[k].append(statistics.median(times))
+            per_round[k].append(median_ms(opt.step, steps, warm=0))
     return {"parameters": sum(p.numel() for p in params), "ms_per_round": per_round,
             "median_ms": {k: statistics.median(v) for k, v in per_round.items()}}
 

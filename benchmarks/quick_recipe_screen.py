@@ -50,7 +50,7 @@ def worker(overrides: list[str], seed: int, threads: int) -> None:
 
 def summary(files: list[Path]) -> None:
     """Errors (misclassified validation images) per variant and seed; paired differences."""
-    from scipy import stats
+    from xception.experiments.significance import paired
 
     runs: dict[str, dict[int, int]] = {}
     for f in files:
@@ -62,11 +62,11 @@ def summary(files: list[Path]) -> None:
         line = (f"{name:>10}: seeds {seeds[0]}-{seeds[-1]} errors {[errs[s] for s in seeds]} "
                 f"mean {sum(errs.values()) / len(errs):.2f}, <= 3 errors (>= 99.0%) in "
                 f"{sum(e <= 3 for e in errs.values())}/{len(errs)}")
-        paired = [errs[s] - runs[first][s] for s in seeds if s in runs[first]]
-        if name != first and len(paired) > 1:
-            mean, sem = sum(paired) / len(paired), stats.sem(paired)
-            half = stats.t.ppf(0.975, len(paired) - 1) * sem if sem > 0 else 0.0
-            line += f"; vs {first}: {mean:+.2f} +- {half:.2f} errors (95% CI, {len(paired)} pairs)"
+        both = [s for s in seeds if s in runs[first]]
+        if name != first and len(both) > 1:
+            d = paired([errs[s] for s in both], [runs[first][s] for s in both])
+            line += (f"; vs {first}: {d.diff:+.2f} +- {(d.high - d.low) / 2:.2f} errors "
+                     f"(95% CI, {d.n} pairs)")
         print(line)
 
 
