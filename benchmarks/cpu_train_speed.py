@@ -37,8 +37,9 @@ FASHION = {**BUDGET, "stem_channels": (8, 8), "entry_channels": (16, 32, 64),
 MODELS = {"xception_small": ({}, 32), "budget": (BUDGET, 32), "fashion_budget": (FASHION, 28)}
 
 
-def worker(model: str, batch: int, reps: int, threads: int) -> None:
-    """In a fresh process with one version on the path: its benchmark's training step."""
+def worker(model: str, batch: int, reps: int, threads: int, with_profile: bool = True) -> None:
+    """In a fresh process with one version on the path: its benchmark's training step (and, unless
+    ``with_profile`` is False, a profile of it and one digits epoch through the loader)."""
     from dataclasses import replace
 
     import xception
@@ -53,9 +54,11 @@ def worker(model: str, batch: int, reps: int, threads: int) -> None:
                       threads=threads)
     out = run_benchmark(s, log=lambda *_: None)
     entry = out["results"]["train"]["ours"]
-    print(json.dumps({"median_ms": entry["median_ms"], "times_ms": entry["times_ms"],
-                      "profile_ms": profile(model, batch, size), "data_epoch_ms": data_epoch_ms(),
-                      "version_file": xception.__file__}))
+    got = {"median_ms": entry["median_ms"], "times_ms": entry["times_ms"],
+           "version_file": xception.__file__}
+    if with_profile:
+        got.update(profile_ms=profile(model, batch, size), data_epoch_ms=data_epoch_ms())
+    print(json.dumps(got))
 
 
 KINDS = (("depthwise conv", "dw"), ("pointwise conv", "pw"), ("other conv", "conv"),
@@ -153,9 +156,10 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--out", default="")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--no-profile", action="store_true", help=argparse.SUPPRESS)  # worker only
     a = p.parse_args()
     if a.worker:
-        worker(a.worker, a.batch, a.reps, a.threads)
+        worker(a.worker, a.batch, a.reps, a.threads, not a.no_profile)
         return
     with tempfile.TemporaryDirectory() as tmp:
         trees = {}
@@ -211,24 +215,29 @@ def measure(a: argparse.Namespace, trees: dict[str, Path]) -> dict:
             "speedup": old / new, "speedup_per_round": per_round,
             "speedup_min": min(per_round), "speedup_max": max(per_round),
             "old_ms_per_round": by["old"], "new_ms_per_round": by["new"]}
-    import torch
-
     return {"command": " ".join(sys.argv), "old": a.old, "new": a.new or "working tree",
             "batch": a.batch, "threads": a.threads, "rounds": a.rounds, "reps": a.reps,
-            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                        "torch": torch.__version__},
+            "machine": machine(),
             "models": summary, "profile_ms_per_step": profiles,
             "digits_epoch_ms": {k: statistics.median(v) for k, v in data_ms.items()}}
 
 
-def _cpu_name() -> str:
+def machine() -> dict[str, object]:
+    """CPU (name, family/model, whether it has AVX-512), cores, Python and torch versions: a
+    KVM guest's "AMD EPYC" alone does not tell an AVX2 host from an AVX-512 one."""
+    import torch
+
+    cpu: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            cpu.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor()
+    return {"cpu": cpu.get("model name", platform.processor()),
+            "cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
+            "avx512f": "avx512f" in cpu.get("flags", "").split(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__}
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def test_quick_is_the_default_and_cosine_matches_torch():
     mcfg = quick.model.config
     assert quick.model.name == "xception_tiny" and mcfg.middle_repeats == 8 and mcfg.residual
     assert mcfg.stem_padding == "valid" and mcfg.dropout == 0.3  # the unpadded stem; dropout
-    assert (quick.data.name, quick.data.image_size, quick.train.epochs) == ("digits", 28, 12)
+    assert (quick.data.name, quick.data.image_size, quick.train.epochs) == ("digits", 28, 14)
     cfg = RunConfig()
     total = 184
     lrs = lrs_by_step(cfg, total, 23, 64)
