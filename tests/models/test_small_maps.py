@@ -116,6 +116,8 @@ def test_pointwise_conv_takes_the_matrix_path_only_where_it_pays():
     assert type(conv(nchw).grad_fn).__name__ == "ConvolutionBackward0"
     with torch.no_grad():  # inference keeps the conv (no faster there)
         assert not depthwise.needs_matmul_path(small, conv.weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # measured without autocast: the conv
+        assert type(conv(small).grad_fn).__name__ == "ConvolutionBackward0"
     assert conv.weight.shape == (16, 8, 1, 1) and set(conv.state_dict()) == {"weight"}
 
 

@@ -92,8 +92,11 @@ MATMUL_MAX_PIXELS = 16  # a 1x1 conv's backward goes through F.linear on maps of
 
 def needs_matmul_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """For a 1x1 conv (stride 1, ungrouped: ``layers.PointwiseConv2d``): on CPU, on a
-    channels_last map of at most ``MATMUL_MAX_PIXELS`` pixels, its weight gradient to be taken."""
+    channels_last map of at most ``MATMUL_MAX_PIXELS`` pixels, its weight gradient to be taken,
+    not under autocast (the path was measured without it; as for the depthwise path)."""
     if x.device.type != "cpu" or x.dim() != 4 or x.shape[-2] * x.shape[-1] > MATMUL_MAX_PIXELS:
+        return False
+    if torch.is_autocast_enabled("cpu") or x.dtype != weight.dtype:
         return False
     return _eager_weight_grad(weight) and x.permute(0, 2, 3, 1).is_contiguous()
 

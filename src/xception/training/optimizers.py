@@ -48,6 +48,9 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = 
                                **kernel)
 
 
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
 def update_kernel(params: list[torch.Tensor], fused_available: bool) -> dict[str, bool]:
     """``{"fused": True}`` when every parameter is a float tensor on CPU or CUDA (where PyTorch's
     fused SGD/AdamW run; the optimizer's share of a CPU step in ``benchmarks/RESULTS.md``), else
@@ -55,8 +58,6 @@ def update_kernel(params: list[torch.Tensor], fused_available: bool) -> dict[str
     fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in params)
     return {"fused": True} if fused_available and fusable and params else {"foreach": True}
 
-
-_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @dataclass
