@@ -59,7 +59,6 @@ def update_kernel(params: list[torch.Tensor], fused_available: bool) -> dict[str
     return {"fused": True} if fused_available and fusable and params else {"foreach": True}
 
 
-
 @dataclass
 class LRRule:
     """The LR multiplier for optimizer step ``s`` (0-based): warm-up, then cosine/step/constant.
