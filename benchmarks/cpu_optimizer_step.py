@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 from pathlib import Path
 
 import torch
 from cpu_small_map_paths import median_ms  # this folder is on the path when run as a script
+from cpu_train_speed import machine
 
 from xception.allocator import keep_freed_memory
 from xception.models import create_model
@@ -48,8 +48,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     keep_freed_memory()
     out = {"command": "python benchmarks/cpu_optimizer_step.py", "threads": a.threads,
-           "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                       "python": platform.python_version()},
+           "machine": machine(),
            "models": {m: measure(m, a.rounds, a.steps) for m in ("xception_small", "xception_tiny")}}
     text = json.dumps(out, indent=1)
     print(text)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from cpu_small_map_paths import median_ms
-from cpu_train_speed import MODELS, ROOT, machine
+from cpu_train_speed import MODELS, ROOT, machine, run_worker
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from xception.allocator import keep_freed_memory
@@ -185,14 +184,7 @@ def sgemm_gflop_per_s(calls: int) -> float:
 
 def step_ms(tree: Path, model: str, batch: int, reps: int, threads: int) -> float:
     """A training step of the version at ``tree``, as cpu_train_speed.py times it (fresh process)."""
-    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "cpu_train_speed.py"), "--worker", model,
-           "--batch", str(batch), "--reps", str(reps), "--threads", str(threads), "--old", "-",
-           "--no-profile"]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert str(tree) in got["version_file"], got["version_file"]
-    return got["median_ms"]
+    return run_worker(tree, model, batch, reps, threads, with_profile=False)["median_ms"]
 
 
 def main() -> None:

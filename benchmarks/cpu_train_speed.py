@@ -185,6 +185,18 @@ def main() -> None:
         Path(a.out).write_text(text + "\n")
 
 
+def run_worker(tree: Path, model: str, batch: int, reps: int, threads: int,
+               with_profile: bool = True) -> dict:
+    """``worker`` in a fresh process with the version at ``tree`` on the path; its JSON line."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    cmd = [sys.executable, __file__, "--worker", model, "--batch", str(batch), "--reps", str(reps),
+           "--threads", str(threads), "--old", "-", *([] if with_profile else ["--no-profile"])]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert str(tree) in got["version_file"], got["version_file"]
+    return got
+
+
 def measure(a: argparse.Namespace, trees: dict[str, Path]) -> dict:
     models = a.models.split(",")
     runs: dict[str, dict[str, list[float]]] = {m: {"old": [], "new": []} for m in models}
@@ -194,12 +206,7 @@ def measure(a: argparse.Namespace, trees: dict[str, Path]) -> dict:
         order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
         for model in models:
             for label in order:
-                env = {**os.environ, "PYTHONPATH": str(trees[label] / "src")}
-                cmd = [sys.executable, __file__, "--worker", model, "--batch", str(a.batch),
-                       "--reps", str(a.reps), "--threads", str(a.threads), "--old", "-"]
-                out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-                got = json.loads(out.stdout.strip().splitlines()[-1])
-                assert str(trees[label]) in got["version_file"], got["version_file"]
+                got = run_worker(trees[label], model, a.batch, a.reps, a.threads)
                 runs[model][label].append(got["median_ms"])
                 profiles.setdefault(model, {})[label] = got["profile_ms"]  # the last round's
                 data_ms[label].append(got["data_epoch_ms"])
