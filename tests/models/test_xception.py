@@ -6,19 +6,20 @@ from torch import nn
 
 from xception import Xception, XceptionConfig, block_table, create_model, model_config
 from xception.errors import ConfigError, InputError
-from xception.models.layers import Conv2d, MaxPool2d
+from xception.models.layers import Conv2d, MaxPool2d, SpectrumConv
 from xception.models.xception import Shortcut
 
 PAPER_PARAMS = 22_855_952          # paper Table 3 (Keras: 22,910,480 total incl. BN statistics)
 KERAS_TOTAL_NO_TOP = 20_861_480    # Keras model.count_params() with include_top=False
 
 
-def trainable(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+def trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def bn_statistics(m: nn.Module) -> int:
-    return sum(b.numel() for n, b in m.named_buffers() if n.endswith(("running_mean", "running_var")))
+def bn_statistics(model: nn.Module) -> int:
+    return sum(buffer.numel() for name, buffer in model.named_buffers()
+               if name.endswith(("running_mean", "running_var")))
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +33,20 @@ def test_paper_parameter_count(paper):
 
 
 def test_paper_parameter_count_without_head():
-    m = create_model("xception", num_classes=0)
-    assert trainable(m) + bn_statistics(m) == KERAS_TOTAL_NO_TOP
-    assert trainable(m) == PAPER_PARAMS - (2048 * 1000 + 1000)
+    model = create_model("xception", num_classes=0)
+    assert trainable(model) + bn_statistics(model) == KERAS_TOTAL_NO_TOP
+    assert trainable(model) == PAPER_PARAMS - (2048 * 1000 + 1000)
 
 
 def test_residual_off_removes_exactly_the_shortcut_convs_and_bns():
-    with_res, without = create_model("xception"), create_model("xception", residual=False)
+    with_residual, without = create_model("xception"), create_model("xception", residual=False)
     shortcuts = [(64, 128), (128, 256), (256, 728), (728, 1024)]
-    expected = sum(cin * cout + 2 * cout for cin, cout in shortcuts)  # 1x1 conv + BN gamma/beta
-    assert trainable(with_res) - trainable(without) == expected
-    assert sum(isinstance(m, Shortcut) for m in with_res.modules()) == 4
-    assert not any(isinstance(m, Shortcut) for m in without.modules())
-    assert all(b.shortcut is None for b in without.middle_flow)
+    # 1x1 conv + BN gamma/beta
+    expected = sum(inputs * outputs + 2 * outputs for inputs, outputs in shortcuts)
+    assert trainable(with_residual) - trainable(without) == expected
+    assert sum(isinstance(module, Shortcut) for module in with_residual.modules()) == 4
+    assert not any(isinstance(module, Shortcut) for module in without.modules())
+    assert all(block.shortcut is None for block in without.middle_flow)
 
 
 def test_paper_block_table_reads_like_figure_5():
@@ -60,23 +62,23 @@ def test_paper_block_table_reads_like_figure_5():
     assert not table["entry_flow"][0].relu_first  # no ReLU before block2's first SepConv
 
 
-@pytest.mark.parametrize(("size", "feat"), [(71, 3), (150, 5), (299, 10)])
-def test_paper_feature_shapes(paper, size, feat):
+@pytest.mark.parametrize(("size", "feature_size"), [(71, 3), (150, 5), (299, 10)])
+def test_paper_feature_shapes(paper, size, feature_size):
     with torch.no_grad():
-        f = paper.forward_features(torch.randn(1, 3, size, size))
-        assert f.shape == (1, 2048, feat, feat)
-        assert paper.forward_head(f).shape == (1, 1000)
-        assert paper.forward_head(f, pre_logits=True).shape == (1, 2048)
+        features = paper.forward_features(torch.randn(1, 3, size, size))
+        assert features.shape == (1, 2048, feature_size, feature_size)
+        assert paper.forward_head(features).shape == (1, 1000)
+        assert paper.forward_head(features, pre_logits=True).shape == (1, 2048)
 
 
 def test_small_variant_keeps_32px_alive():
-    m = create_model("xception_small").eval()
+    model = create_model("xception_small").eval()
     with torch.no_grad():
-        stages = m.forward_stages(torch.randn(2, 3, 32, 32))
-        assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        stages = model.forward_stages(torch.randn(2, 3, 32, 32))
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert stages[-1].shape == (2, 1024, 2, 2)
-    assert len(stages) == len(m.feature_info) == 14
-    for out, info in zip(stages, m.feature_info, strict=True):
+    assert len(stages) == len(model.feature_info) == 14
+    for out, info in zip(stages, model.feature_info, strict=True):
         assert out.shape[1] == info["num_chs"]
         assert out.shape[-1] == 32 // info["reduction"]
 
@@ -98,14 +100,14 @@ def test_input_below_71px_is_rejected_clearly(paper):
 
 
 def test_reset_classifier_and_fc_layers():
-    m = create_model("xception", fc_layers=(4096, 4096), num_classes=17)
-    fc = 2048 * 4096 + 4096 + 4096 * 4096 + 4096
-    assert trainable(m) == PAPER_PARAMS - 2049 * 1000 + fc + 4097 * 17
-    m.reset_classifier(5)
-    assert m.num_classes == 5 and m.config.num_classes == 5
-    assert m.get_classifier().out_features == 5
-    m.reset_classifier(0)
-    assert isinstance(m.get_classifier(), nn.Identity)
+    model = create_model("xception", fc_layers=(4096, 4096), num_classes=17)
+    fc_parameters = 2048 * 4096 + 4096 + 4096 * 4096 + 4096
+    assert trainable(model) == PAPER_PARAMS - 2049 * 1000 + fc_parameters + 4097 * 17
+    model.reset_classifier(5)
+    assert model.num_classes == 5 and model.config.num_classes == 5
+    assert model.get_classifier().out_features == 5
+    model.reset_classifier(0)
+    assert isinstance(model.get_classifier(), nn.Identity)
 
 
 OPTIONS = list(itertools.product(
@@ -118,16 +120,18 @@ OPTIONS = list(itertools.product(
 ))
 
 
-@pytest.mark.parametrize(("residual", "order", "act", "mid_norm", "segments", "padding"), OPTIONS)
-def test_every_option_combination_builds_and_backpropagates(tiny, residual, order, act, mid_norm,
-                                                            segments, padding):
-    m = create_model("xception_small", residual=residual, order=order, mid_activation=act,
-                     mid_norm=mid_norm, segments=segments, padding=padding, num_classes=3, **tiny)
+@pytest.mark.parametrize(("residual", "order", "activation", "mid_norm", "segments", "padding"),
+                         OPTIONS)
+def test_every_option_combination_builds_and_backpropagates(tiny, residual, order, activation,
+                                                            mid_norm, segments, padding):
+    model = create_model("xception_small", residual=residual, order=order,
+                         mid_activation=activation, mid_norm=mid_norm, segments=segments,
+                         padding=padding, num_classes=3, **tiny)
     x = torch.randn(2, 3, 17, 16)  # odd and even sizes: both padding branches run
-    m(x).logsumexp(1).sum().backward()
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    convs = [mod for mod in m.modules() if mod.__class__.__name__ == "SpectrumConv"]
+    model(x).logsumexp(1).sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    convs = [module for module in model.modules() if module.__class__.__name__ == "SpectrumConv"]
     assert all(c.order == order for c in convs)
     expected = {None: lambda c: c.spatial.in_channels}.get(segments, lambda c: segments)
     assert all(c.spatial.groups == expected(c) for c in convs)
@@ -152,29 +156,47 @@ def test_bad_model_settings_raise_before_building(overrides, message):
         create_model("xception", **overrides)
 
 
+@pytest.mark.parametrize("segments", [3, 0, -2, 2.0, True, "2"])
+def test_a_config_and_a_spectrum_conv_apply_the_same_segments_rule(tiny, segments):
+    """One rule (``layers.check_segments``): the config applies it to every channel count its
+    block table gives a spatial conv, before building anything; the layer to its own. What one
+    refuses the other refuses too, with the same message and the same valid choices."""
+    channels = model_config("xception_small", **tiny).spatial_channels()
+    assert channels == {8, 16, 32, 64}  # the tiny widths; their common divisors are 1, 2, 4, 8
+    with pytest.raises(ConfigError) as from_config:
+        model_config("xception_small", segments=segments, **tiny)
+    with pytest.raises(ConfigError) as from_layer:
+        SpectrumConv(8, 8, segments=segments)
+    for error in (from_config, from_layer):
+        assert f"segments={segments!r} must divide the channels" in str(error.value)
+        assert str(error.value).endswith("valid: [1, 2, 4, 8]")
+
+
 def test_config_round_trips_through_a_dict():
-    cfg = XceptionConfig(residual=False, fc_layers=(16,), segments=4)
-    assert model_config("xception", **cfg.to_dict()) == cfg
+    config = XceptionConfig(residual=False, fc_layers=(16,), segments=4)
+    assert model_config("xception", **config.to_dict()) == config
     with pytest.raises(ConfigError, match=r"has no setting\(s\) \['widht'\]"):
         model_config("xception", widht=3)
 
 
 def test_block_table_is_built_once_per_config(monkeypatch):
-    import xception.models.xception as xmod
+    import xception.models.xception as xception_module
 
     calls = []
-    real = xmod.block_table
-    monkeypatch.setattr(xmod, "block_table", lambda cfg: calls.append(cfg) or real(cfg))
-    cfg = XceptionConfig(segments=4, stem_channels=(8, 8), entry_channels=(8, 8, 8), middle_channels=8,
-                         middle_repeats=1, exit_channels=(8, 8), final_channels=(8, 8))
-    Xception(cfg)
-    Xception(cfg)
+    real = xception_module.block_table
+    monkeypatch.setattr(xception_module, "block_table",
+                        lambda config: calls.append(config) or real(config))
+    config = XceptionConfig(segments=4, stem_channels=(8, 8), entry_channels=(8, 8, 8),
+                            middle_channels=8, middle_repeats=1, exit_channels=(8, 8),
+                            final_channels=(8, 8))
+    Xception(config)
+    Xception(config)
     assert len(calls) == 1  # validation (segments) and both models read the one table
 
 
 def test_first_relu_of_a_block_does_not_modify_the_residual_input(tiny):
-    m = create_model("xception_small", **tiny).eval()
-    block = m.middle_flow[0]
+    model = create_model("xception_small", **tiny).eval()
+    block = model.middle_flow[0]
     x = torch.randn(1, 32, 4, 4)
     before = x.clone()
     block(x)
@@ -187,10 +209,11 @@ def test_any_size_from_71(padding):
     model = create_model("xception", padding=padding, num_classes=0).eval()
     with torch.no_grad():
         for size in (71, 80):  # 71: odd maps only; 80: block13's pool sees an even map
-            n = (size - 3) // 2 + 1 - 2  # the stem's two valid 3x3 convs
+            side = (size - 3) // 2 + 1 - 2  # the stem's two valid 3x3 convs
             for _ in range(4):
-                n = -(-n // 2)
-            assert model.forward_features(torch.zeros(1, 3, size, size)).shape == (1, 2048, n, n)
+                side = -(-side // 2)
+            features = model.forward_features(torch.zeros(1, 3, size, size))
+            assert features.shape == (1, 2048, side, side)
         with pytest.raises(InputError, match="minimum of 71x71"):
             model(torch.zeros(1, 3, 70, 70))
 
@@ -199,8 +222,9 @@ def test_set_numerics_changes_every_layer_and_the_config():
     model = create_model("xception")
     model.set_numerics(padding="symmetric", bn_eps=1e-5)
     assert model.config.padding == "symmetric" and model.config.stem_padding == "valid"
-    modes = {m.pad_mode for n, m in model.named_modules()
-             if isinstance(m, (Conv2d, MaxPool2d)) and not n.startswith("stem.")}
+    modes = {module.pad_mode for name, module in model.named_modules()
+             if isinstance(module, (Conv2d, MaxPool2d)) and not name.startswith("stem.")}
     assert modes == {"symmetric"}
-    assert {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-5}
+    assert {module.eps for module in model.modules()
+            if isinstance(module, torch.nn.BatchNorm2d)} == {1e-5}
     assert model.stem.conv1.pad_mode == "valid"

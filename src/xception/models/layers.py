@@ -7,6 +7,8 @@ flows or training.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +28,36 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
         raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
 
 
+def is_positive_int(value: object) -> bool:
+    """A channel width, kernel size, stride, dilation or segment count: an int >= 1, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def divisors(number: int) -> list[int]:
+    return [d for d in range(1, number + 1) if number % d == 0]
+
+
+def check_segments(segments: object, channels: Iterable[int], what: str) -> None:
+    """The rule for ``segments``: a positive integer dividing every count in ``channels``, the
+    channels the spatial (kxk) convs see. ``what`` names those channels in the error.
+
+    ``SpectrumConv`` checks its own; ``XceptionConfig`` checks every one its block table has, so a
+    config fails before any weight is built.
+    """
+    counts = sorted(set(channels))
+    not_divided = [count for count in counts if not is_positive_int(segments) or count % segments]
+    if not_divided:
+        raise ConfigError(f"segments={segments!r} must divide {what}; it does not divide "
+                          f"{not_divided}; valid: {divisors(math.gcd(*counts))}")
+
+
 def check_images(x: torch.Tensor, in_chans: int, min_size: int) -> None:
     """Fail early with a message a user can act on, instead of a shape error deep inside."""
     if x.dim() != 4 or x.shape[1] != in_chans:
         raise InputError(f"expected images shaped (N, {in_chans}, H, W), got {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    if h < min_size or w < min_size:
-        raise InputError(f"input {h}x{w} is smaller than this model's minimum of "
+    height, width = x.shape[-2:]
+    if height < min_size or width < min_size:
+        raise InputError(f"input {height}x{width} is smaller than this model's minimum of "
                          f"{min_size}x{min_size}; resize the images")
 
 
@@ -143,7 +168,8 @@ class MaxPool2d(nn.Module):
 
     Where TF's padding depends on the input size it is computed without a padded copy of the
     activation (``ceil_mode_padding``): the same windows, so the same outputs and gradients, and
-    on CPU about 5% of a training step saved (the copy, its -inf fill and its backward).
+    on CPU no time spent on the copy, its -inf fill and its backward (what that saved:
+    benchmarks/RESULTS.md, "Figures moved out of code comments").
     """
 
     def __init__(self, kernel_size: int = 3, stride: int = 2, padding: str = "tf_same") -> None:
@@ -156,15 +182,15 @@ class MaxPool2d(nn.Module):
         self.pad_mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s = self.kernel_size, self.stride
+        kernel, stride = self.kernel_size, self.stride
         if self.fixed is not None:
-            return F.max_pool2d(x, k, s, self.fixed)
+            return F.max_pool2d(x, kernel, stride, self.fixed)
         # int(): a traced export (ONNX) bakes the sizes in as constants (see pad_same)
-        ph = ceil_mode_padding(int(x.shape[-2]), k, s)
-        pw = ceil_mode_padding(int(x.shape[-1]), k, s)
-        if ph is None or pw is None:
-            return F.max_pool2d(pad_same(x, k, s, 1, float("-inf")), k, s)
-        return F.max_pool2d(x, k, s, padding=(ph, pw), ceil_mode=True)
+        pad_rows = ceil_mode_padding(int(x.shape[-2]), kernel, stride)
+        pad_columns = ceil_mode_padding(int(x.shape[-1]), kernel, stride)
+        if pad_rows is None or pad_columns is None:
+            return F.max_pool2d(pad_same(x, kernel, stride, 1, float("-inf")), kernel, stride)
+        return F.max_pool2d(x, kernel, stride, padding=(pad_rows, pad_columns), ceil_mode=True)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.pad_mode!r}"
@@ -183,10 +209,6 @@ def activation_layer(name: str | None) -> nn.Module:
     if name == "elu":
         return nn.ELU(inplace=True)
     return nn.Identity()
-
-
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 class SpectrumConv(nn.Module):
@@ -209,21 +231,19 @@ class SpectrumConv(nn.Module):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("kernel_size", kernel_size), ("stride", stride),
                             ("dilation", dilation)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         check_choice("order", order, ORDERS)
-        mid = in_channels if order == "depthwise_first" else out_channels
-        segments = mid if segments is None else segments
-        if not isinstance(segments, int) or isinstance(segments, bool) or segments < 1 \
-                or mid % segments:
-            side = "in_channels" if order == "depthwise_first" else "out_channels"
-            raise ConfigError(
-                f"segments={segments!r} must divide the {mid} channels the spatial conv sees "
-                f"({side} for order={order!r}); valid: {divisors(mid)}")
+        spatial_channels = in_channels if order == "depthwise_first" else out_channels
+        segments = spatial_channels if segments is None else segments
+        side = "in_channels" if order == "depthwise_first" else "out_channels"
+        check_segments(segments, [spatial_channels],
+                       f"the channels the spatial conv sees ({side} for order={order!r})")
         self.order, self.segments = order, segments
-        self.spatial = Conv2d(mid, mid, kernel_size, stride=stride, dilation=dilation,
-                              groups=segments, padding=padding)
-        self.mid_norm = batch_norm(mid, norm_eps, norm_momentum) if mid_norm else nn.Identity()
+        self.spatial = Conv2d(spatial_channels, spatial_channels, kernel_size, stride=stride,
+                              dilation=dilation, groups=segments, padding=padding)
+        self.mid_norm = (batch_norm(spatial_channels, norm_eps, norm_momentum) if mid_norm
+                         else nn.Identity())
         self.mid_act = activation_layer(mid_activation)
         self.pointwise = PointwiseConv2d(in_channels, out_channels, bias=bias)
 

@@ -28,8 +28,9 @@ XCEPTION_SMALL = XceptionConfig(
 # xception_small at a quarter to half of its widths (same blocks: entry, middle x8, exit), 0.70 M
 # parameters: the main job's model (``xception train`` on the digits) and, at these or half these
 # widths, the experiments' budget model (experiments/budget.py), where a CPU trains hundreds.
-# Its stem convs are unpadded, as in the paper: 28 px digits reach the exit flow at 2x2 for 58%
-# of the multiply-adds of the padded stem at 32 px (the README's quick start has what was measured).
+# Its stem convs are unpadded, as in the paper: 28 px digits reach the exit flow at 2x2 for fewer
+# multiply-adds than the padded stem at 32 px (how many fewer: benchmarks/RESULTS.md, "Figures
+# moved out of code comments").
 XCEPTION_TINY = replace(
     XCEPTION_SMALL, stem_padding="valid", stem_channels=(16, 16), entry_channels=(32, 64, 128),
     middle_channels=128, exit_channels=(128, 256), final_channels=(256, 256))

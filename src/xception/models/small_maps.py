@@ -1,17 +1,18 @@
 """CPU training paths for small feature maps, where oneDNN's convolution backward is slow.
 
 PyTorch's CPU convolution (oneDNN, torch 2.6-2.14) is slow at two things a small-image Xception
-does all the time (measured on 2 cores; ``benchmarks/RESULTS.md``):
+does all the time (measured on 2 cores: benchmarks/RESULTS.md, "CPU training speed: this
+version against the previous one (measured)", items 1 and 5):
 
-- the weight gradient of a depthwise conv whose input is smaller than the kernel: on 2x2 maps,
-  6-30 ms where one 3x3 map takes 0.2 ms. Xception trained at 32 px runs its exit flow at 2x2.
-  Here the forward and the input gradient stay PyTorch's; the weight gradient is written out as
-  one product-and-sum per kernel tap, the definition of the convolution's weight gradient.
+- the weight gradient of a depthwise conv whose input is smaller than the kernel: on 2x2 maps it
+  takes many times what a whole 3x3 map takes. Xception trained at 32 px runs its exit flow at
+  2x2. Here the forward and the input gradient stay PyTorch's; the weight gradient is written out
+  as one product-and-sum per kernel tap, the definition of the convolution's weight gradient.
 - the backward of a 1x1 (pointwise) conv on maps of at most 4x4 pixels: a 1x1 conv is a matrix
   product over the channels, and on a channels_last tensor ``F.linear`` computes it on the NHWC
   view without a copy. For the middle flow of a 32 px ``xception_small`` (64 x 256 x 4 x 4, 256
-  out) forward + backward take 5.5 ms that way against 9.8 ms through the conv. On larger maps
-  the conv is as fast or faster, so they keep it; inference keeps the conv too.
+  out) forward + backward are faster that way than through the conv. On larger maps the conv is
+  as fast or faster, so they keep it; inference keeps the conv too.
 
 Same function, same gradients (up to float summation order).
 """
@@ -40,8 +41,9 @@ def needs_small_map_path(x: torch.Tensor, weight: torch.Tensor, groups: int,
         return False
     if torch.is_autocast_enabled("cpu") or x.dtype != weight.dtype:
         return False
-    kh, kw = weight.shape[-2:]
-    return x.shape[-2] < (kh - 1) * dilation[0] + 1 or x.shape[-1] < (kw - 1) * dilation[1] + 1
+    kernel_rows, kernel_columns = weight.shape[-2:]
+    return (x.shape[-2] < (kernel_rows - 1) * dilation[0] + 1
+            or x.shape[-1] < (kernel_columns - 1) * dilation[1] + 1)
 
 
 class SmallMapDepthwiseConv(torch.autograd.Function):
@@ -56,28 +58,37 @@ class SmallMapDepthwiseConv(torch.autograd.Function):
         return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # noqa: ANN205 - autograd's signature
+    def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN205 - autograd's signature
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
-        grad_x = grad_w = None
+        grad_input = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, list(stride), list(padding), list(dilation), False,
+            grad_input = torch.ops.aten.convolution_backward(
+                grad_output, x, weight, None, list(stride), list(padding), list(dilation), False,
                 [0, 0], x.shape[1], [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            grad_w = tap_weight_grad(grad_out, x, weight.shape, stride, padding, dilation)
-        return grad_x, grad_w, None, None, None
+            grad_weight = tap_weight_grad(grad_output, x, weight.shape, stride, padding, dilation)
+        return grad_input, grad_weight, None, None, None
 
 
-def tap_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, shape: torch.Size,
+def tap_weight_grad(grad_output: torch.Tensor, x: torch.Tensor, shape: torch.Size,
                     stride: tuple[int, int], padding: tuple[int, int],
                     dilation: tuple[int, int]) -> torch.Tensor:
-    """dL/dw[c, 0, i, j] = sum over n, h, w of grad_out[n, c, h, w] * x_padded[n, c, h*s + i*d, w*s + j*d]."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho, wo = grad_out.shape[-2:]
-    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-    taps = [(grad_out * xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh,
-                           j * dw: j * dw + (wo - 1) * sw + 1: sw]).sum((0, 2, 3))
+    """dL/dw[c, 0, i, j] = sum over n, h, w of
+    grad_output[n, c, h, w] * x_padded[n, c, h*s + i*d, w*s + j*d]."""
+    (row_stride, column_stride), (row_pad, column_pad) = stride, padding
+    row_dilation, column_dilation = dilation
+    out_rows, out_columns = grad_output.shape[-2:]
+    padded = F.pad(x, (column_pad, column_pad, row_pad, row_pad)) if row_pad or column_pad else x
+
+    def positions(tap: int, tap_dilation: int, tap_stride: int, out_size: int) -> slice:
+        # the input positions kernel tap ``tap`` meets along one dimension, one per output position
+        start = tap * tap_dilation
+        return slice(start, start + (out_size - 1) * tap_stride + 1, tap_stride)
+
+    taps = [(grad_output * padded[:, :, positions(i, row_dilation, row_stride, out_rows),
+                                  positions(j, column_dilation, column_stride, out_columns)]
+             ).sum((0, 2, 3))
             for i in range(shape[-2]) for j in range(shape[-1])]
     return torch.stack(taps, 1).view(shape).to(x.dtype)
 

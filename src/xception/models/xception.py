@@ -30,6 +30,8 @@ from .layers import (
     batch_norm,
     check_choice,
     check_images,
+    check_segments,
+    is_positive_int,
 )
 from .recompute import checkpointed
 
@@ -82,7 +84,7 @@ class XceptionConfig:
         check_choice("mid_activation", self.mid_activation, ACTIVATIONS)
         widths = (*self.stem_channels, *self.entry_channels, self.middle_channels,
                   *self.exit_channels, *self.final_channels, self.in_chans)
-        if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+        if not all(is_positive_int(width) for width in widths):
             raise ConfigError(f"channel widths must be positive integers, got {widths}")
         if len(self.stem_channels) != 2:
             raise ConfigError(f"stem_channels takes two widths, got {self.stem_channels!r}")
@@ -96,7 +98,7 @@ class XceptionConfig:
         if not isinstance(self.entry_convs, int) or self.entry_convs < 1:
             raise ConfigError(f"entry_convs must be a positive integer, got {self.entry_convs!r}")
         if self.entry_strides and (len(self.entry_strides) != len(self.entry_channels)
-                                   or any(s not in (1, 2) for s in self.entry_strides)):
+                                   or any(stride not in (1, 2) for stride in self.entry_strides)):
             raise ConfigError(f"entry_strides={self.entry_strides!r} needs one stride (1 or 2) per "
                               f"entry block ({len(self.entry_channels)}), or () for all 2")
         if not isinstance(self.middle_repeats, int) or self.middle_repeats < 0:
@@ -105,20 +107,17 @@ class XceptionConfig:
             raise ConfigError(f"bottleneck_ratio must be an integer >= 1, got {self.bottleneck_ratio!r}")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
-        if self.segments is not None:
-            bad = sorted(c for c in self.spatial_channels() if not isinstance(self.segments, int)
-                         or self.segments < 1 or c % self.segments)
-            if bad:
-                raise ConfigError(f"segments={self.segments!r} must divide the channels of every "
-                                  f"separable conv's spatial part; it does not divide {bad}")
+        if self.segments is not None:  # SpectrumConv's rule, for every spatial conv of the table
+            check_segments(self.segments, self.spatial_channels(),
+                           "the channels of every separable conv's spatial part")
 
     def spatial_channels(self) -> set[int]:
         """Channel counts the spatial (kxk) convs see: what ``segments`` has to divide."""
-        c, seen = self.stem_channels[1], set()
+        channels, seen = self.stem_channels[1], set()
         for specs in self.blocks.values():
-            for w in (w for spec in specs for w in spec.widths):
-                seen.add(c if self.order == "depthwise_first" else w)
-                c = w
+            for width in (width for spec in specs for width in spec.widths):
+                seen.add(channels if self.order == "depthwise_first" else width)
+                channels = width
         return seen
 
     @cached_property
@@ -146,49 +145,51 @@ class BlockSpec:
     mid_relu: bool = False        # ReLU between depthwise and pointwise (aligned final block)
 
 
-def block_table(cfg: XceptionConfig) -> dict[str, list[BlockSpec]]:
+def block_table(config: XceptionConfig) -> dict[str, list[BlockSpec]]:
     """The paper's Figure 5 as data: flow name -> its blocks (block1 is the stem)."""
-    reduction, dilation = cfg.stem_stride, 1
-    strided_conv = cfg.downsample == "strided_conv"
+    reduction, dilation = config.stem_stride, 1
+    strided_conv = config.downsample == "strided_conv"
 
-    def block(name: str, widths: tuple[int, ...], stride: int, **kw) -> BlockSpec:
+    def block(name: str, widths: tuple[int, ...], stride: int, **fields) -> BlockSpec:
         # aligned nets: past the output stride a block keeps its resolution, later ones dilate
         nonlocal reduction, dilation
         spec_dilation = dilation
-        if strided_conv and stride > 1 and reduction * stride > cfg.output_stride:
+        if strided_conv and stride > 1 and reduction * stride > config.output_stride:
             dilation, stride = dilation * stride, 1
         reduction *= stride
-        kw.setdefault("residual", cfg.residual)
+        fields.setdefault("residual", config.residual)
         return BlockSpec(name, widths, downsample=stride > 1, dilation=spec_dilation,
-                         strided_conv=strided_conv, **kw)
+                         strided_conv=strided_conv, **fields)
 
     def squeeze(widths: tuple[int, ...]) -> tuple[int, ...]:
         # open question 3: residual blocks whose inner pointwise convs compress the channels
-        return (*(max(1, w // cfg.bottleneck_ratio) for w in widths[:-1]), widths[-1])
+        return (*(max(1, width // config.bottleneck_ratio) for width in widths[:-1]), widths[-1])
 
-    strides = cfg.entry_strides or (2,) * len(cfg.entry_channels)
-    entry = [block(f"block{2 + i}", squeeze((w,) * cfg.entry_convs), s, relu_first=i > 0)
-             for i, (w, s) in enumerate(zip(cfg.entry_channels, strides, strict=True))]
-    n = 2 + len(entry)
-    m = cfg.middle_channels
-    middle = [block(f"block{n + i}", squeeze((m, m, m)), 1) for i in range(cfg.middle_repeats)]
-    n += cfg.middle_repeats
-    exit_ = [block(f"block{n}", squeeze(cfg.exit_channels), 2),
-             block(f"block{n + 1}", cfg.final_channels, 1, residual=False, relu_first=False,
-                   relu_last=True, mid_relu=cfg.final_mid_relu)]
-    return {"entry_flow": entry, "middle_flow": middle, "exit_flow": exit_}
+    strides = config.entry_strides or (2,) * len(config.entry_channels)
+    entry = [block(f"block{2 + i}", squeeze((width,) * config.entry_convs), stride, relu_first=i > 0)
+             for i, (width, stride) in enumerate(zip(config.entry_channels, strides, strict=True))]
+    block_number = 2 + len(entry)
+    middle_width = config.middle_channels
+    middle = [block(f"block{block_number + i}", squeeze((middle_width,) * 3), 1)
+              for i in range(config.middle_repeats)]
+    block_number += config.middle_repeats
+    exit_flow = [block(f"block{block_number}", squeeze(config.exit_channels), 2),
+                 block(f"block{block_number + 1}", config.final_channels, 1, residual=False,
+                       relu_first=False, relu_last=True, mid_relu=config.final_mid_relu)]
+    return {"entry_flow": entry, "middle_flow": middle, "exit_flow": exit_flow}
 
 
 class Stem(nn.Module):
     """block1: Conv 3x3 (stride 2 in the paper) -> BN -> ReLU -> Conv 3x3 -> BN -> ReLU."""
 
-    def __init__(self, cfg: XceptionConfig) -> None:
+    def __init__(self, config: XceptionConfig) -> None:
         super().__init__()
-        c1, c2 = cfg.stem_channels
-        self.conv1 = Conv2d(cfg.in_chans, c1, 3, stride=cfg.stem_stride, padding=cfg.stem_padding)
-        self.bn1 = batch_norm(c1, cfg.bn_eps, cfg.bn_momentum)
-        self.conv2 = Conv2d(c1, c2, 3, padding=cfg.stem_padding)
-        self.bn2 = batch_norm(c2, cfg.bn_eps, cfg.bn_momentum)
+        first, second = config.stem_channels
+        self.conv1 = Conv2d(config.in_chans, first, 3, stride=config.stem_stride,
+                            padding=config.stem_padding)
+        self.bn1 = batch_norm(first, config.bn_eps, config.bn_momentum)
+        self.conv2 = Conv2d(first, second, 3, padding=config.stem_padding)
+        self.bn2 = batch_norm(second, config.bn_eps, config.bn_momentum)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,10 +201,10 @@ class Shortcut(nn.Module):
     """The residual branch of a block that changes shape: Conv 1x1 (stride 2) -> BN."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 cfg: XceptionConfig) -> None:
+                 config: XceptionConfig) -> None:
         super().__init__()
-        self.conv = Conv2d(in_channels, out_channels, 1, stride=stride, padding=cfg.padding)
-        self.bn = batch_norm(out_channels, cfg.bn_eps, cfg.bn_momentum)
+        self.conv = Conv2d(in_channels, out_channels, 1, stride=stride, padding=config.padding)
+        self.bn = batch_norm(out_channels, config.bn_eps, config.bn_momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
@@ -215,105 +216,112 @@ class XceptionBlock(nn.Module):
     Aligned blocks downsample with the last SepConv's stride instead of the max-pool.
     """
 
-    def __init__(self, spec: BlockSpec, in_channels: int, cfg: XceptionConfig) -> None:
+    def __init__(self, spec: BlockSpec, in_channels: int, config: XceptionConfig) -> None:
         super().__init__()
         self.spec = spec
         self.acts = nn.ModuleList()
         self.sepconvs = nn.ModuleList()
         self.bns = nn.ModuleList()
-        c = in_channels
+        channels = in_channels
         pool = spec.downsample and not spec.strided_conv
-        for i, w in enumerate(spec.widths):
+        for i, width in enumerate(spec.widths):
             # the block's input is also the residual: only later ReLUs may work in place
             relu = nn.ReLU(inplace=i > 0) if i > 0 or spec.relu_first else nn.Identity()
             self.acts.append(relu)
             last_strided = spec.downsample and not pool and i == len(spec.widths) - 1
             self.sepconvs.append(SpectrumConv(
-                c, w, 3, stride=2 if last_strided else 1, dilation=spec.dilation,
-                segments=cfg.segments, order=cfg.order,
-                mid_activation="relu" if spec.mid_relu else cfg.mid_activation,
-                mid_norm=cfg.mid_norm, padding=cfg.padding, norm_eps=cfg.bn_eps,
-                norm_momentum=cfg.bn_momentum))
-            self.bns.append(batch_norm(w, cfg.bn_eps, cfg.bn_momentum))
-            c = w
-        self.pool = MaxPool2d(3, 2, cfg.padding) if pool else nn.Identity()
+                channels, width, 3, stride=2 if last_strided else 1, dilation=spec.dilation,
+                segments=config.segments, order=config.order,
+                mid_activation="relu" if spec.mid_relu else config.mid_activation,
+                mid_norm=config.mid_norm, padding=config.padding, norm_eps=config.bn_eps,
+                norm_momentum=config.bn_momentum))
+            self.bns.append(batch_norm(width, config.bn_eps, config.bn_momentum))
+            channels = width
+        self.pool = MaxPool2d(3, 2, config.padding) if pool else nn.Identity()
         self.shortcut: nn.Module | None = None
-        if spec.residual and (spec.downsample or in_channels != c):
-            self.shortcut = Shortcut(in_channels, c, 2 if spec.downsample else 1, cfg)
+        if spec.residual and (spec.downsample or in_channels != channels):
+            self.shortcut = Shortcut(in_channels, channels, 2 if spec.downsample else 1, config)
         elif spec.residual:
             self.shortcut = nn.Identity()
         self.act_out = nn.ReLU(inplace=True) if spec.relu_last else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        for act, conv, bn in zip(self.acts, self.sepconvs, self.bns, strict=True):
-            y = bn(conv(act(y)))
-        y = self.pool(y)
+        out = x
+        for activation, conv, norm in zip(self.acts, self.sepconvs, self.bns, strict=True):
+            out = norm(conv(activation(out)))
+        out = self.pool(out)
         if self.shortcut is not None:
-            y = y + self.shortcut(x)
-        return self.act_out(y)
+            out = out + self.shortcut(x)
+        return self.act_out(out)
 
 
 class Xception(HeadMixin, nn.Module):
     """Xception with the timm model API: forward_features / forward_head / reset_classifier."""
 
-    def __init__(self, cfg: XceptionConfig | None = None) -> None:
+    def __init__(self, config: XceptionConfig | None = None) -> None:
         super().__init__()
-        self.config = cfg = cfg or XceptionConfig()
-        self.stem = Stem(cfg)
-        c, reduction = cfg.stem_channels[1], cfg.stem_stride
-        self.feature_info = [dict(num_chs=c, reduction=reduction, module="stem")]
-        for flow, specs in cfg.blocks.items():
+        self.config = config = config or XceptionConfig()
+        self.stem = Stem(config)
+        channels, reduction = config.stem_channels[1], config.stem_stride
+        self.feature_info = [dict(num_chs=channels, reduction=reduction, module="stem")]
+        for flow, specs in config.blocks.items():
             blocks = OrderedDict()
             for spec in specs:
-                blocks[spec.name] = XceptionBlock(spec, c, cfg)
-                c, reduction = spec.widths[-1], reduction * (2 if spec.downsample else 1)
-                self.feature_info.append(dict(num_chs=c, reduction=reduction,
+                blocks[spec.name] = XceptionBlock(spec, channels, config)
+                channels = spec.widths[-1]
+                reduction *= 2 if spec.downsample else 1
+                self.feature_info.append(dict(num_chs=channels, reduction=reduction,
                                               module=f"{flow}.{spec.name}"))
             setattr(self, flow, nn.Sequential(blocks))
-        self.num_features = c
-        self.head = ClassifierHead(c, cfg.num_classes, cfg.fc_layers, cfg.dropout)
+        self.num_features = channels
+        self.head = ClassifierHead(channels, config.num_classes, config.fc_layers, config.dropout)
         self.grad_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
                 # fan_in is right for grouped convs too (PyTorch's fan_out is not)
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in backward instead of storing them (timm's API):
         training memory drops to about the block inputs, for roughly one more forward pass."""
         self.grad_checkpointing = enable
 
-    def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpointed(block, x)
-        return block(x)
+    def _run_blocks(self, x: torch.Tensor,
+                    outputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The stem's output ``x`` through every block (entry, middle, exit flow); the output.
+
+        The one place grad checkpointing applies: while it is on and gradients are taken, each
+        block runs through ``recompute.checkpointed``. ``outputs``, if given, gets every block's
+        output appended (``forward_stages``). Otherwise, and not checkpointing, the three flows
+        are called as the ``nn.Sequential`` modules they are: the same per-block loop, and each
+        flow's own module call (its hooks, its scope in a trace) stays.
+        """
+        checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
+        if outputs is None and not checkpointing:
+            return self.exit_flow(self.middle_flow(self.entry_flow(x)))
+        for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
+            for block in flow:
+                x = checkpointed(block, x) if checkpointing else block(x)
+                if outputs is not None:
+                    outputs.append(x)
+        return x
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of the stem and of every block, in ``feature_info`` order (dense prediction)."""
         check_images(x, self.config.in_chans, self.config.min_input_size)
-        outs = [self.stem(x)]
-        for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
-            for block in flow:
-                outs.append(self._run(block, outs[-1]))
-        return outs
+        outputs = [self.stem(x)]
+        self._run_blocks(outputs[0], outputs)
+        return outputs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.config.in_chans, self.config.min_input_size)
-        if not (self.grad_checkpointing and torch.is_grad_enabled()):
-            return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
-        x = self.stem(x)
-        for flow in (self.entry_flow, self.middle_flow, self.exit_flow):
-            for block in flow:
-                x = checkpointed(block, x)
-        return x
-
+        return self._run_blocks(self.stem(x))
 
     def set_numerics(self, padding: str | None = None, stem_padding: str | None = None,
                      bn_eps: float | None = None) -> None:
@@ -323,10 +331,11 @@ class Xception(HeadMixin, nn.Module):
         (Keras: TF "same", eps 1e-3; timm's legacy port: symmetric, eps 1e-5): the loaders call this.
         """
         given = {"padding": padding, "stem_padding": stem_padding, "bn_eps": bn_eps}
-        cfg = replace(self.config, **{k: v for k, v in given.items() if v is not None})
-        for name, m in self.named_modules():
-            if isinstance(m, (Conv2d, MaxPool2d)):
-                m.set_padding(cfg.stem_padding if name.startswith("stem.") else cfg.padding)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.eps = cfg.bn_eps
-        self.config = cfg
+        config = replace(self.config, **{setting: value for setting, value in given.items()
+                                         if value is not None})
+        for name, module in self.named_modules():
+            if isinstance(module, (Conv2d, MaxPool2d)):
+                module.set_padding(config.stem_padding if name.startswith("stem.") else config.padding)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.eps = config.bn_eps
+        self.config = config
