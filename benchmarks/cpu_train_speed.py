@@ -134,7 +134,10 @@ def data_epoch_ms() -> float:
     import time
 
     from xception.data import TrainBatches, build_datasets, make_loader
-    from xception.training.config import RunConfig
+    try:
+        from xception.config import RunConfig
+    except ImportError:  # a checkout from before the config package (the --old side)
+        from xception.training.config import RunConfig
 
     train, _, _ = build_datasets(RunConfig().data, 0)
     sampler = TrainBatches(len(train), 64, seed=0)

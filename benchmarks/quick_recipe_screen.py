@@ -28,7 +28,7 @@ def worker(overrides: list[str], seed: int, threads: int) -> None:
     import torch
 
     from xception.data.build import build_datasets
-    from xception.training.config import apply_overrides
+    from xception.config import apply_overrides
     from xception.training.fit import fit
     from xception.training.recipes import get_recipe
 

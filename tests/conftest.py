@@ -51,9 +51,9 @@ def one_thread():
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 # xception_small's 14-module layout at a few channels (a few thousand parameters), 16 px
-# inputs. The stem has 8 channels, not 4: with one thread, torch 2.14.1's oneDNN corrupts the
-# heap (abort, or a 'reorder primitive' error) in the weight gradient of a channels_last 1x1
-# stride-2 conv with fewer than 8 input channels on AMD EPYC CPUs; block2's shortcut is one.
+# inputs. The stem has 8 channels, not 4: xception.workarounds.ONEDNN_MIN_CONV_CHANNELS (a
+# torch 2.14.1 oneDNN heap corruption in the weight gradient of a channels_last 1x1 stride-2
+# conv with fewer input channels, one thread, AMD EPYC); block2's shortcut is one.
 TINY_MODEL = ["model.stem_channels=[8,8]", "model.entry_channels=[8,8]", "model.middle_channels=8",
               "model.middle_repeats=1", "model.exit_channels=[8,8]", "model.final_channels=[8,16]"]
 TINY_RUN = [*TINY_MODEL, "data.image_size=16", "train.threads=1", "train.progress=false"]

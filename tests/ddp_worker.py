@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from xception.training.config import RunConfig, apply_overrides
+from xception.config import RunConfig, apply_overrides
 from xception.training.fit import fit
 
 

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import RunConfig
 from .data import build_datasets, make_loader
 from .data.preprocess import load_image
 from .distributed import resolve_device
 from .errors import ConfigError, WeightsError
 from .evaluation import evaluate
 from .fast import optimize_for_inference
-from .training.config import RunConfig
 from .weights import load_model
 from .weights.native import parse_preprocess
 

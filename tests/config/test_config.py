@@ -10,14 +10,13 @@ import pytest
 from conftest import run_cli
 
 from xception.cli.main import main
+from xception.config import RunConfig, apply_overrides, fit_to_data
 from xception.errors import ConfigError
-from xception.training.config import RunConfig, apply_overrides
 
 
 def test_defaults_round_trip():
     cfg = RunConfig()
     assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
-    assert cfg.optim is cfg.optimizer  # the old section name still reads
 
 
 def test_optimizer_and_optim_are_one_section():
@@ -159,10 +158,17 @@ def test_parsed_model_config_and_data_counts():
     cfg = apply_overrides(RunConfig(), ["model.segments=4", "model.entry_channels=[32,64,128]"])
     mc = cfg.model.config
     assert mc.segments == 4 and mc.entry_channels == (32, 64, 128)
-    assert cfg.model.for_data(10, 3) is mc                # nothing to change: the same object
-    assert cfg.model.for_data(7, 1).num_classes == 7
+    assert fit_to_data(cfg, 10, 3, False) is mc          # nothing to change: the same object
+    assert fit_to_data(cfg, 7, 1, False).num_classes == 7
     fixed = apply_overrides(RunConfig(), ["model.num_classes=5"])
-    assert fixed.model.for_data(10, 3).num_classes == 5   # the run's own setting wins
+    with pytest.raises(ConfigError, match=r"model.num_classes=5 but the data \(digits\) has 10 "
+                       "classes; leave model.num_classes unset"):
+        fit_to_data(fixed, 10, 3, False)                # the run's own setting is not overridden
+    assert fit_to_data(fixed, 5, 3, False).num_classes == 5
+    smooth = apply_overrides(RunConfig(), ["optimizer.label_smoothing=0.1"])
+    assert fit_to_data(smooth, 10, 3, False) is smooth.model.config
+    with pytest.raises(ConfigError, match="label_smoothing applies to single-label data only"):
+        fit_to_data(smooth, 10, 3, True)
 
 
 def test_batch_split_over_processes_is_checked_at_parse_time(monkeypatch):

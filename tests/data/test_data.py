@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import huge_png_header, save_png, write_broken_files, write_manifest
 
+from xception.config import RunConfig, apply_overrides
 from xception.data import (
     EvalBatches,
     TrainBatches,
@@ -20,7 +21,6 @@ from xception.data import (
 )
 from xception.data.images import BadSample, read_image
 from xception.errors import DataError
-from xception.training.config import RunConfig, apply_overrides
 
 
 def data_cfg(*sets: str):

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import torch
 
+from xception.config import RunConfig
 from xception.data import TrainBatches, build_datasets, make_loader
 from xception.data.builtin import read_digits
 from xception.data.images import DigitsJitter
-from xception.training.config import RunConfig
 
 
 def test_digits_equal_scikit_learns_loader():
@@ -24,7 +24,7 @@ def test_digits_equal_scikit_learns_loader():
 
 def test_building_the_digits_imports_neither_sklearn_nor_torchvision():
     code = ("import sys; from xception.data import build_datasets; "
-            "from xception.training.config import RunConfig; build_datasets(RunConfig().data); "
+            "from xception.config import RunConfig; build_datasets(RunConfig().data); "
             "print(sorted(m for m in ('sklearn', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,9 +10,9 @@ import torch
 from idx_helpers import write_idx, write_set
 
 import xception.data.idx as idx
+from xception.config import RunConfig, apply_overrides
 from xception.data import build_datasets, resolve_data_arg
 from xception.errors import DataError
-from xception.training.config import RunConfig, apply_overrides
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,8 @@ import torch
 from conftest import TINY, run_cli, save_png, write_manifest
 from PIL import Image
 
+from xception.config import DataSection
 from xception.data import build_datasets
-from xception.data.build import DataSection
 from xception.data.images import BadSample, read_image, to_8_bit
 from xception.data.preprocess import Preprocess, load_image
 from xception.errors import DataError

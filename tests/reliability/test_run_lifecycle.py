@@ -31,9 +31,9 @@ import torch
 from conftest import TINY_RUN, cli_env, save_png, write_broken_files
 
 from xception.cli.main import main
+from xception.config import RunConfig, apply_overrides
 from xception.files import FolderLock
 from xception.training.checkpoint import CHECKPOINT
-from xception.training.config import RunConfig, apply_overrides
 
 # the modules (xception.training exports a function named fit)
 fit_module = importlib.import_module("xception.training.fit")

@@ -144,7 +144,7 @@ def resume_latin1(tmp: Path) -> Cli:
 
 def load_latin1(tmp: Path) -> Py:
     (tmp / "c.json").write_bytes(b'{"data": {"root": "caf\xe9"}}')
-    return Py(lambda: xception.training.config.RunConfig.load(tmp / "c.json"))
+    return Py(lambda: xception.config.RunConfig.load(tmp / "c.json"))
 
 
 def bare_state_dict_nan(tmp: Path) -> Py:

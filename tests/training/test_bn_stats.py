@@ -10,11 +10,11 @@ import torch
 from conftest import TINY, TINY_RUN
 from torch import nn
 
+from xception.config import RunConfig, apply_overrides
 from xception.data import make_loader
 from xception.data.datasets import ImageDataset, TensorSource
 from xception.errors import ConfigError
 from xception.training.bn_stats import FixedBatches, recalibrate, recalibration_loader
-from xception.training.config import RunConfig, apply_overrides
 from xception.training.fit import fit
 
 

@@ -19,9 +19,9 @@ import torch
 from conftest import TINY_RUN, cli_env, save_png, write_manifest
 from safetensors.torch import load_file
 
+from xception.config import RunConfig, apply_overrides
 from xception.data import build_datasets, make_loader
 from xception.evaluation import evaluate
-from xception.training.config import RunConfig, apply_overrides
 from xception.training.fit import fit
 from xception.weights import load_model
 

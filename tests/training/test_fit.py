@@ -13,11 +13,11 @@ from safetensors import safe_open
 
 import xception.training.engine as engine
 from xception.cli.main import main
+from xception.config import RunConfig, apply_overrides
 from xception.data.preprocess import Preprocess, load_image
 from xception.errors import ConfigError, DataError, TrainingError
 from xception.inference import load_for_inference, predict_files
 from xception.training.checkpoint import CHECKPOINT, PREVIOUS
-from xception.training.config import RunConfig, apply_overrides
 from xception.training.fit import fit
 
 SMALL = [*TINY_RUN, "data.train_subset=96", "data.val_subset=40", "train.batch_size=16"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xception.config import RunConfig
 from xception.errors import ConfigError
-from xception.training.config import RunConfig
 from xception.training.optimizers import build_optimizer, build_scheduler, lr_rule, scaled_lr
 from xception.training.recipes import RECIPES, get_recipe
 
@@ -114,7 +114,7 @@ def test_every_recipe_validates_and_documents_its_command():
 def _three_steps(name: str, kernel: dict[str, bool]) -> tuple[torch.optim.Optimizer, list]:
     """Three steps of ``build_optimizer``'s optimizer, its update kernel replaced by ``kernel``
     (empty: as built), on a fixed conv + BatchNorm net."""
-    from xception.training.config import OptimizerSection
+    from xception.config import OptimizerSection
 
     torch.manual_seed(0)
     # no bias before the BatchNorm: its gradient is ~0, and Adam turns rounding noise there into

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from xception.cli.main import build_parser
 from xception.cli.train import resolve_config
+from xception.config import RunConfig
 from xception.training.checkpoint import CHECKPOINT
-from xception.training.config import RunConfig
 from xception.training.fit import fit
 
 RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_size=8",

@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import TINY_RUN
 
-from xception.training.config import RunConfig, apply_overrides
+from xception.config import RunConfig, apply_overrides
 from xception.training.fit import fit
 from xception.training.runlog import RunLog
 

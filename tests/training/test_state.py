@@ -13,11 +13,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from xception.config import RunConfig, apply_overrides
 from xception.data import Batch
 from xception.distributed import DistContext
 from xception.training import state as state_module
 from xception.training.checkpoint import load_checkpoint, save_checkpoint
-from xception.training.config import RunConfig, apply_overrides
 from xception.training.engine import Engine, make_ema, train_step
 from xception.training.state import Progress, TrainState, warn_changed_settings
 

@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from ..training.config import RunConfig, apply_overrides, read_config_file, rename_aliases
-from ..training.recipes import get_recipe, list_recipes
+from ..config import RunConfig, merge_changes, parse_assignments, read_config_file
+from ..training.recipes import list_recipes, recipe_changes
 from . import non_negative_int, positive_float, positive_int
 
 
@@ -48,19 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            and k != "overrides" else v
-    return out
-
-
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """recipe (or the resumed run's config.json) < --config file < flags < --set, all validated
-    before any work starts."""
-    import json
-
+    """recipe (or the resumed run's config.json) < --config file < flags < --set, stacked as
+    typed changes and made into one validated ``RunConfig`` before any work starts: every file
+    is read once, only the --set text is parsed, the model config is made once (``fit`` makes
+    it once more for the data's class and channel counts, known when the data is read)."""
     from ..data import resolve_data_arg
     from ..errors import ConfigError
 
@@ -68,25 +60,24 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         if args.recipe or args.config:
             raise ConfigError("--resume continues a run with its own config.json; "
                               "drop --recipe/--config (flags and --set still apply)")
-        cfg = RunConfig.load(Path(args.resume) / "config.json")
+        base = read_config_file(Path(args.resume) / "config.json")
     else:
-        cfg = get_recipe(args.recipe or "quick")
-        if args.config:
-            RunConfig.load(args.config)  # validates the file on its own first
-            raw = rename_aliases(read_config_file(args.config))
-            cfg = RunConfig.from_dict(_merge(cfg.to_dict(), raw))
-    sets: list[str] = []
-    if args.data is not None:
-        sets += [f"data.{k}={v}" for k, v in resolve_data_arg(args.data).items()]
-    flags = {"model.name": args.model, "train.epochs": args.epochs,
-             "train.batch_size": args.batch_size, "optimizer.lr": args.lr, "train.seed": args.seed,
-             "train.device": args.device, "train.precision": args.precision,
-             "data.num_workers": args.workers, "train.compile": args.compile}
-    sets += [f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in flags.items()
-             if v is not None]
-    if args.no_progress:
-        sets.append("train.progress=false")
-    return apply_overrides(cfg, sets + args.overrides)
+        base = recipe_changes(args.recipe or "quick")
+    layers = [base]
+    if args.config:
+        layers.append(read_config_file(args.config))
+    flags = {"model": {"name": args.model},
+             "data": {"num_workers": args.workers,
+                      **(resolve_data_arg(args.data) if args.data is not None else {})},
+             "optimizer": {"lr": args.lr},
+             "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                       "device": args.device, "precision": args.precision,
+                       "compile": args.compile, "progress": False if args.no_progress else None}}
+    given = {section: {k: v for k, v in values.items() if v is not None}
+             for section, values in flags.items()}
+    layers.append({section: values for section, values in given.items() if values})
+    layers.append(parse_assignments(args.overrides))
+    return RunConfig.from_dict(merge_changes(*layers))
 
 
 def run(args: argparse.Namespace) -> int:

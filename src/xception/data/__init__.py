@@ -1,12 +1,13 @@
 """Datasets: embedded digits, CIFAR-10/100, ImageFolder trees, multi-label manifests, image
 preprocessing and the loaders that feed training and evaluation."""
 
-from .build import DataSection, DatasetInfo, build_datasets, resolve_data_arg
+from .build import DatasetInfo, build_datasets, resolve_data_arg
 from .builtin import load_digits_images, split_indices
 from .datasets import ImageDataset
 from .images import BadSample
 from .loading import Batch, Collate, EvalBatches, TrainBatches, make_loader
 from .preprocess import Preprocess, load_image
+from .section import DataSection
 
 __all__ = [
     "BadSample", "Batch", "Collate", "DataSection", "DatasetInfo", "EvalBatches", "ImageDataset",

@@ -33,31 +33,7 @@ from .folders import (
 from .idx import CLASS_NAMES, load_idx_dataset
 from .images import DigitsJitter, eval_transform, train_transform
 from .preprocess import Preprocess
-
-
-@dataclass(frozen=True)
-class DataSection:
-    """The ``data`` section of a run config: which images, how they are split, augmented, loaded."""
-
-    name: str = "digits"          # digits | fashion-mnist | mnist | cifar10 | cifar100 | imagefolder
-    #                               | manifest
-    root: str = ""                # folder of the data (imagefolder/manifest); others: where to look
-    download: bool = False        # CIFAR, (Fashion-)MNIST: fetch it into root if it is not there
-    train_split: str = "train"    # imagefolder: sub-folder; manifest: file stem (train.csv/.jsonl)
-    val_split: str = "val"
-    image_size: int = 32          # digits are 8x8; upsampled so the 32 px model sees them
-    val_fraction: float = 0.2     # digits: held out with a fixed, stratified, seeded split
-    split_seed: int = 0
-    train_subset: int = 0         # >0: keep only this many training images (budgets, tests)
-    val_subset: int = 0           # >0: keep only this many validation images
-    augment: bool = True          # digits: small affine jitter; images: random-resized crop + flip
-    min_crop_scale: float = 0.08  # random-resized crop keeps 8%-100% of the area (Inception)
-    hflip: bool = True            # random horizontal flips (not for digits)
-    crop_fraction: float = 0.875  # eval: resize to size/0.875, centre-crop size (files only)
-    class_weights: str = ""       # multi-label MAP@100: "", "frequency" or a file of weights
-    num_workers: int = 0          # loader processes; the in-memory datasets need none
-    prefetch_factor: int = 2      # batches each worker prepares ahead
-    max_bad_fraction: float = 0.01  # abort when more of the images than this are unreadable
+from .section import DataSection
 
 
 @dataclass(frozen=True)
@@ -166,8 +142,6 @@ def build_datasets(cfg: DataSection, seed: int = 0) -> tuple[ImageDataset, Image
     if cfg.name not in NAMED and not cfg.root:
         raise DataError(f"data.name={cfg.name!r} needs data.root (or --data PATH)")
     train, val, info = BUILDERS[cfg.name](cfg)
-    if cfg.train_subset < 0 or cfg.val_subset < 0:
-        raise DataError("data.train_subset and data.val_subset must be >= 0")
     train = _subset(train, cfg.train_subset, cfg.split_seed).with_seed(seed)
     val = _subset(val, cfg.val_subset, cfg.split_seed + 1)
     return train, val, info
@@ -175,4 +149,3 @@ def build_datasets(cfg: DataSection, seed: int = 0) -> tuple[ImageDataset, Image
 
 BUILDERS = {"digits": _digits, "fashion-mnist": _idx, "mnist": _idx, "cifar10": _cifar,
             "cifar100": _cifar, "imagefolder": _files, "manifest": _files}
-DATASETS = tuple(BUILDERS)  # every data.name: the run config's choices

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ConfigError
 from ..files import atomic_write_text
-from ..training.config import ModelSection, RunConfig, apply_overrides
+from ..config import ModelSection, RunConfig, apply_overrides
 from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, budget_reason
 from .definitions import NAMES, Experiment, Test, get_experiment
 from .plots import Effect, plot_benefit, plot_cost, plot_curves, plot_effects, plot_summary

@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..training.config import ModelSection, RunConfig
+from ..config import ModelSection, RunConfig
 from ..training.fit import fit
 from .budget import count_macs
 from .definitions import Experiment

@@ -1,7 +1,7 @@
 """Training: the run config and recipes, ``fit`` (one CPU to torchrun), the train state and
 its checkpoints, the step engine, optimizers and schedules, the run log."""
 
-from .config import RunConfig, apply_overrides
+from ..config import RunConfig, apply_overrides
 from .fit import FitResult, fit
 from .recipes import get_recipe, list_recipes
 

@@ -2,8 +2,9 @@
 
 Why: Xception's BatchNorm keeps Keras' momentum (0.99, i.e. PyTorch's 0.01), so its running
 statistics average over ~100 steps. In a short run they still describe the initial weights when
-the model is evaluated: on 400 digits with 112 steps every image went to one class (10% top-1)
-for the first epochs while the training loss fell. An evaluation then measures that lag, not
+the model is evaluated: in a run of a hundred-odd steps on a few hundred digits, every image
+can go to one class for the first epochs while the training loss falls
+(``tests/training/test_bn_stats.py`` trains such a run). An evaluation then measures that lag, not
 what the weights learned. With ``train.bn_recalibration=K`` the running statistics are replaced,
 before every evaluation, by the exact average over K fixed training batches of the current
 weights (``torch.optim.swa_utils.update_bn``: reset, cumulative average, momentum restored).

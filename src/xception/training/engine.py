@@ -83,15 +83,15 @@ class StepResult:
     stop: bool = False            # some rank was asked to stop
 
 
-def _placeholder(eng: Engine) -> tuple[torch.Tensor, ...]:
+def _placeholder(engine: Engine) -> tuple[torch.Tensor, ...]:
     """A 2-image stand-in for a micro-batch whose images were all unreadable: under DDP every rank
     must run forward/backward for the gradient all-reduce; its loss is multiplied by 0."""
-    x = torch.zeros((2, *eng.input_shape))
-    y = torch.zeros(2, eng.num_classes) if eng.multi_label else torch.zeros(2, dtype=torch.long)
+    x = torch.zeros((2, *engine.input_shape))
+    y = torch.zeros(2, engine.num_classes) if engine.multi_label else torch.zeros(2, dtype=torch.long)
     return x, y
 
 
-def train_step(eng: Engine, micros: list[Batch], global_size: int,
+def train_step(engine: Engine, micros: list[Batch], global_size: int,
                stop_requested: bool = False) -> StepResult:
     """One optimizer step over this process's micro-batches of a global batch of ``global_size``.
 
@@ -100,73 +100,73 @@ def train_step(eng: Engine, micros: list[Batch], global_size: int,
     the global batch however it was split. A non-finite loss on any rank skips the update on all
     of them; the LR schedule still advances, so it stays a function of the step count.
     """
-    st = eng.state
-    res = _accumulate(eng, micros, global_size)
-    nonfinite, res.stop = any_rank(st.ctx, [not math.isfinite(res.loss_sum), stop_requested])
+    state = engine.state
+    result = _accumulate(engine, micros, global_size)
+    nonfinite, result.stop = any_rank(state.ctx, [not math.isfinite(result.loss_sum), stop_requested])
     if nonfinite:
-        st.scheduler.step()
-        res.skipped = True
-        return res
-    _update(eng)
-    return res
+        state.scheduler.step()
+        result.skipped = True
+        return result
+    _update(engine)
+    return result
 
 
-def _accumulate(eng: Engine, micros: list[Batch], global_size: int) -> StepResult:
+def _accumulate(engine: Engine, micros: list[Batch], global_size: int) -> StepResult:
     """Forward and backward over the micro-batches (DDP syncs on the last); the step's sums."""
-    st = eng.state
+    state = engine.state
     # after an evaluation (which puts the raw model, not a DDP/compile wrapper, in eval mode);
-    # otherwise a walk over ~350 modules that changes nothing
-    if not (eng.model.training and st.model.training):
-        eng.model.train()
-    res = StepResult()
+    # otherwise a walk over every module that changes nothing
+    if not (engine.model.training and state.model.training):
+        engine.model.train()
+    result = StepResult()
     losses, hits = [], []
-    scale = st.ctx.world_size / global_size
+    scale = state.ctx.world_size / global_size
     zeroed = False
-    for a, batch in enumerate(micros):
-        res.bad += batch.bad
+    for index, batch in enumerate(micros):
+        result.bad += batch.bad
         real = batch.x is not None
-        if not real and not st.ctx.enabled:
+        if not real and not state.ctx.enabled:
             continue
-        x, y = (batch.x, batch.y) if real else _placeholder(eng)
-        x = x.to(eng.device, non_blocking=True, memory_format=eng.memory_format)
-        y = y.to(eng.device, non_blocking=True)
-        last = a == len(micros) - 1
-        sync = eng.ddp.no_sync() if eng.ddp is not None and not last else contextlib.nullcontext()
+        x, y = (batch.x, batch.y) if real else _placeholder(engine)
+        x = x.to(engine.device, non_blocking=True, memory_format=engine.memory_format)
+        y = y.to(engine.device, non_blocking=True)
+        last = index == len(micros) - 1
+        sync = engine.ddp.no_sync() if engine.ddp is not None and not last else contextlib.nullcontext()
         with sync:
-            with autocast(eng.device, eng.dtype):
-                logits = eng.model(x)
-            loss = loss_sum(logits, y, eng.label_smoothing)
+            with autocast(engine.device, engine.dtype):
+                logits = engine.model(x)
+            loss = loss_sum(logits, y, engine.label_smoothing)
             step_loss = loss * (scale if real else 0.0)
             if not zeroed:  # here, after the forward: backward reuses the old gradients' memory
-                st.optimizer.zero_grad(set_to_none=True)
+                state.optimizer.zero_grad(set_to_none=True)
                 zeroed = True
-            (st.scaler.scale(step_loss) if st.scaler is not None else step_loss).backward()
+            (state.scaler.scale(step_loss) if state.scaler is not None else step_loss).backward()
         if real:
             losses.append(loss.detach())
             top = logits.detach().argmax(1)
             hits.append(y.gather(1, top[:, None]).sum() if y.dim() == 2 else (top == y).sum())
-            res.seen += len(y)
+            result.seen += len(y)
     if not zeroed:  # no image was readable: nothing to apply
-        st.optimizer.zero_grad(set_to_none=True)
+        state.optimizer.zero_grad(set_to_none=True)
     if losses:  # one host sync per step for the loss and the hits
         total, correct = torch.stack([torch.stack(losses).sum(),
                                       torch.stack(hits).sum().float()]).tolist()
-        res.loss_sum, res.correct = total, int(correct)
-    return res
+        result.loss_sum, result.correct = total, int(correct)
+    return result
 
 
-def _update(eng: Engine) -> None:
+def _update(engine: Engine) -> None:
     """Clip the (unscaled) gradients, step the optimizer (through the scaler), schedule, EMA."""
-    st = eng.state
-    if eng.clip_grad_norm:
-        if st.scaler is not None:
-            st.scaler.unscale_(st.optimizer)
-        nn.utils.clip_grad_norm_(st.model.parameters(), eng.clip_grad_norm)
-    if st.scaler is not None:
-        st.scaler.step(st.optimizer)
-        st.scaler.update()
+    state = engine.state
+    if engine.clip_grad_norm:
+        if state.scaler is not None:
+            state.scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.model.parameters(), engine.clip_grad_norm)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
     else:
-        st.optimizer.step()
-    st.scheduler.step()
-    if st.ema is not None:
-        st.ema.update_parameters(st.model)
+        state.optimizer.step()
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)

@@ -5,37 +5,37 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader
 
+from ..config import RunConfig
 from ..data import DatasetInfo
 from ..distributed import all_sum, broadcast_buffers
 from ..errors import DataError, TrainingError
 from ..evaluation import evaluate
 from .bn_stats import recalibrate
-from .config import RunConfig
 from .engine import Engine, StepResult
 from .runlog import RunLog, peak_memory_mb
 from .state import Progress
 
 
-def record_step(state: Progress, res: StepResult, rl: RunLog, cfg: RunConfig) -> None:
+def record_step(progress: Progress, result: StepResult, run_log: RunLog, cfg: RunConfig) -> None:
     """Add a step's sums to the epoch's; report skipped images and non-finite losses, and stop
     when there are too many of either."""
-    if not res.skipped:
-        state.loss_sum += res.loss_sum
-        state.correct += res.correct
-        state.seen += res.seen
-    state.bad += len(res.bad)
-    rl.bad_images(res.bad)
-    check_bad(state.bad, state.seen + state.bad, cfg.data.max_bad_fraction, False)
-    if not res.skipped:
-        state.nonfinite_streak = 0
+    if not result.skipped:
+        progress.loss_sum += result.loss_sum
+        progress.correct += result.correct
+        progress.seen += result.seen
+    progress.bad += len(result.bad)
+    run_log.bad_images(result.bad)
+    check_bad(progress.bad, progress.seen + progress.bad, cfg.data.max_bad_fraction, False)
+    if not result.skipped:
+        progress.nonfinite_streak = 0
         return
-    state.skipped += 1
-    state.nonfinite_streak += 1
-    rl(f"warning: step {state.global_step}: loss is not finite; update skipped "
-       f"({state.nonfinite_streak} in a row)")
-    if state.nonfinite_streak >= cfg.train.max_nonfinite:
-        raise TrainingError(f"{state.nonfinite_streak} non-finite losses in a row at step "
-                            f"{state.global_step}; stopping (the last good checkpoint is kept). "
+    progress.skipped += 1
+    progress.nonfinite_streak += 1
+    run_log(f"warning: step {progress.global_step}: loss is not finite; update skipped "
+            f"({progress.nonfinite_streak} in a row)")
+    if progress.nonfinite_streak >= cfg.train.max_nonfinite:
+        raise TrainingError(f"{progress.nonfinite_streak} non-finite losses in a row at step "
+                            f"{progress.global_step}; stopping (the last good checkpoint is kept). "
                             "Lower optimizer.lr or use train.precision=fp32/bf16.")
 
 
@@ -47,32 +47,33 @@ def check_bad(bad: float, total: float, limit: float, final: bool) -> None:
                         "(the log names the first ones) or raise the limit")
 
 
-def epoch_row(eng: Engine, val_loader: DataLoader, info: DatasetInfo, epoch: int, train_s: float,
+def epoch_row(engine: Engine, val_loader: DataLoader, info: DatasetInfo, epoch: int, train_s: float,
               images_here: float, recal_loader: DataLoader | None = None) -> dict:
     """The epoch's metrics row: training sums over all processes, then validation (raw, EMA);
     with ``recal_loader`` the BatchNorm statistics are first recomputed from its batches."""
-    st = eng.state
-    ctx, p = st.ctx, st.progress
-    loss_sum, correct, seen, bad, skipped = all_sum(ctx, p.sums())
+    train_state = engine.state
+    ctx, progress = train_state.ctx, train_state.progress
+    loss_sum, correct, seen, bad, skipped = all_sum(ctx, progress.sums())
     images_here = all_sum(ctx, [images_here])[0]
     if recal_loader is not None:
-        for net in (st.model, *((st.ema.module,) if st.ema is not None else ())):
-            recalibrate(net, recal_loader, epoch, eng.device, eng.memory_format, eng.dtype)
-    broadcast_buffers(ctx, st.model)  # every rank evaluates rank 0's BatchNorm statistics
-    kw = {"ctx": ctx, "dtype": eng.dtype, "class_weights": info.class_weights}
-    val = evaluate(st.model, val_loader, eng.device, eng.channels_last, **kw)
+        for net in (train_state.model, *((train_state.ema.module,) if train_state.ema is not None else ())):
+            recalibrate(net, recal_loader, epoch, engine.device, engine.memory_format, engine.dtype)
+    broadcast_buffers(ctx, train_state.model)  # every rank evaluates rank 0's BatchNorm statistics
+    kw = {"ctx": ctx, "dtype": engine.dtype, "class_weights": info.class_weights}
+    val = evaluate(train_state.model, val_loader, engine.device, engine.channels_last, **kw)
     row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
            "train_top1": correct / max(seen, 1), "val_loss": val["loss"], "val_top1": val["top1"],
            "val_top5": val["top5"]}
     if info.multi_label:
         row |= {"val_map100": val["map100"], "val_map": val["map"]}
-    if st.ema is not None:
-        broadcast_buffers(ctx, st.ema.module)
-        ev = evaluate(st.ema.module, val_loader, eng.device, eng.channels_last, **kw)
-        row |= {f"ema_val_{k}": ev[k] for k in ("loss", "top1", "top5", "map100", "map") if k in ev}
-    return row | {"lr": st.optimizer.param_groups[0]["lr"], "steps": p.global_step,
+    if train_state.ema is not None:
+        broadcast_buffers(ctx, train_state.ema.module)
+        ema_val = evaluate(train_state.ema.module, val_loader, engine.device, engine.channels_last, **kw)
+        row |= {f"ema_val_{k}": ema_val[k] for k in ("loss", "top1", "top5", "map100", "map")
+                if k in ema_val}
+    return row | {"lr": train_state.optimizer.param_groups[0]["lr"], "steps": progress.global_step,
                   "train_img_per_s": images_here / max(train_s, 1e-9),
-                  "epoch_seconds": train_s, "peak_mem_mb": peak_memory_mb(eng.device),
+                  "epoch_seconds": train_s, "peak_mem_mb": peak_memory_mb(engine.device),
                   "train_count": int(seen), "train_bad": int(bad), "val_count": val["count"],
                   "val_bad": val["bad"],
                   "skipped_steps": int(skipped)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import OptimizerSection, ScheduleSection
+from ..config import OptimizerSection, ScheduleSection
 
 
 def scaled_lr(cfg: OptimizerSection, global_batch: int) -> float:
@@ -28,8 +28,8 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = 
     """No weight decay on BatchNorm parameters and biases (1-d tensors), as usual for convnets.
 
     The update runs as PyTorch's fused kernel where it has one (SGD and AdamW on CPU/CUDA,
-    ``update_kernel``): one pass over each tensor instead of ~5 ops per parameter or per
-    multi-tensor group; the same formula, equal to the per-parameter loop to a few float32 ulps
+    ``update_kernel``): one pass over each tensor instead of several ops per parameter or
+    per multi-tensor group; the same formula, equal to the per-parameter loop to a few float32 ulps
     (fused multiply-adds). RMSprop has no fused kernel: the multi-tensor step (bit-identical to
     the loop).
     """

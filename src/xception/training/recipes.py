@@ -1,4 +1,5 @@
-"""Named training recipes as code: each is a ``RunConfig`` with the exact command in its docstring.
+"""Named training recipes as data: each is the changes it makes to the defaults, with the exact
+command in its docstring; ``get_recipe`` makes the validated ``RunConfig``.
 
 A recipe is only a starting point: every field can still be changed with ``--set section.key=value``
 or a ``--config`` file, and the result is validated before any work starts. Settings the paper does
@@ -8,23 +9,17 @@ not give (batch size, epochs, augmentation, EMA decay) are marked "ours" below.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from typing import Any
 
+from ..config import RunConfig, merge_changes
 from ..errors import ConfigError
-from .config import (
-    DataSection,
-    ModelSection,
-    OptimizerSection,
-    RunConfig,
-    ScheduleSection,
-    TrainSection,
-)
+
+Recipe = dict[str, dict[str, Any]]  # section -> the fields it changes from the defaults
 
 
-def quick() -> RunConfig:
-    """The project's main job: ``xception_tiny`` on the embedded digits, ~25-30 s of training on
-    2 CPU cores to ~99% val top-1 (README "Quick start": measured figures and the spread over
-    seeds).
+def quick() -> Recipe:
+    """The project's main job: ``xception_tiny`` on the embedded digits, in seconds on a 2-core
+    CPU (README "Quick start" has the measured time and accuracy, and the spread over seeds).
 
     Command: ``xception train`` (the same as ``xception train --recipe quick``).
     Still the paper's Xception block structure (stem, 3 entry blocks, 8 middle blocks of 3
@@ -37,17 +32,16 @@ def quick() -> RunConfig:
     - dropout 0.3 before the classifier (the paper uses 0.5 on ImageNet);
     - 14 epochs of SGD + Nesterov, lr 0.1 at batch 64, weight decay 5e-4, linear warm-up for 15%
       of the steps then cosine decay (ours: the paper trains ImageNet for weeks); small random
-      rotations, shifts and zooms of the digits (``DigitsJitter``). On an AVX-512 host (Zen 4)
-      14 epochs left 3.00 misclassified validation images on average over seeds 0-11 against
-      4.33 for 12 epochs (paired -1.33 +- 1.42, 95% CI: suggestive, not established); on an AVX2
-      host 12 epochs left 3.42 and 10 epochs 4.50 (README "Quick start").
+      rotations, shifts and zooms of the digits (``DigitsJitter``). The epoch count was chosen
+      by paired-seed screens of the misclassified validation images (README "Quick start";
+      ``benchmarks/quick_recipe_screen.py`` and its raw runs).
     """
-    return RunConfig(model=ModelSection("xception_tiny", {"dropout": 0.3}),
-                     data=DataSection(name="digits", image_size=28),
-                     train=TrainSection(epochs=14, batch_size=64))
+    return {"model": {"name": "xception_tiny", "overrides": {"dropout": 0.3}},
+            "data": {"name": "digits", "image_size": 28},
+            "train": {"epochs": 14, "batch_size": 64}}
 
 
-def paper_imagenet() -> RunConfig:
+def paper_imagenet() -> Recipe:
     """Xception on ImageNet as in the paper (Sec. 4.3): the 299 px model, SGD, step decay, Polyak.
 
     Command (one node, 8 GPUs; ``train/`` and ``val/`` ImageFolder trees under /data/imagenet)::
@@ -65,20 +59,20 @@ def paper_imagenet() -> RunConfig:
     0.045 * B / 256 (linear scaling), e.g. ``--batch-size 1024`` -> lr 0.18. Set
     ``--set optimizer.lr_reference_batch=0`` to use ``optimizer.lr`` unscaled.
     """
-    return RunConfig(
-        model=ModelSection("xception", {"dropout": 0.5}),
-        data=DataSection(name="imagefolder", image_size=299, augment=True, min_crop_scale=0.08,
-                         hflip=True, crop_fraction=0.875, num_workers=8, prefetch_factor=4),
-        optimizer=OptimizerSection(name="sgd", lr=0.045, lr_reference_batch=256, momentum=0.9,
-                                   nesterov=False, weight_decay=1e-5, label_smoothing=0.0),
-        schedule=ScheduleSection(name="step", warmup_fraction=0.0, decay_rate=0.94,
-                                 decay_every=2.0, decay_unit="epochs"),
-        train=TrainSection(epochs=100, batch_size=256, eval_batch_size=128, precision="auto",
-                           channels_last=True, ema=True, ema_decay=0.9999,
-                           checkpoint_every=1000, log_every=100))
+    return {
+        "model": {"name": "xception", "overrides": {"dropout": 0.5}},
+        "data": {"name": "imagefolder", "image_size": 299, "augment": True, "min_crop_scale": 0.08,
+                 "hflip": True, "crop_fraction": 0.875, "num_workers": 8, "prefetch_factor": 4},
+        "optimizer": {"name": "sgd", "lr": 0.045, "lr_reference_batch": 256, "momentum": 0.9,
+                      "nesterov": False, "weight_decay": 1e-5, "label_smoothing": 0.0},
+        "schedule": {"name": "step", "warmup_fraction": 0.0, "decay_rate": 0.94,
+                     "decay_every": 2.0, "decay_unit": "epochs"},
+        "train": {"epochs": 100, "batch_size": 256, "eval_batch_size": 128, "precision": "auto",
+                  "channels_last": True, "ema": True, "ema_decay": 0.9999,
+                  "checkpoint_every": 1000, "log_every": 100}}
 
 
-def paper_jft() -> RunConfig:
+def paper_jft() -> Recipe:
     """Xception on a JFT-style multi-label dataset (paper Sec. 4.2), evaluated with MAP@100.
 
     Command (a manifest folder: train.jsonl/csv, val.jsonl/csv and classes.txt; 2 nodes x 8 GPUs)::
@@ -94,20 +88,21 @@ def paper_jft() -> RunConfig:
     (TF's Inception settings), 10 epochs, crop + flip augmentation, bf16 on GPU. Polyak averaging
     is given by the paper for ImageNet only; add ``--set train.ema=true`` to use it here too.
     """
-    return RunConfig(
-        model=ModelSection("xception", {"dropout": 0.0}),
-        data=DataSection(name="manifest", image_size=299, augment=True, min_crop_scale=0.08,
-                         hflip=True, crop_fraction=0.875, class_weights="frequency",
-                         num_workers=8, prefetch_factor=4),
-        optimizer=OptimizerSection(name="rmsprop", lr=0.001, lr_reference_batch=0, momentum=0.9,
-                                   nesterov=False, weight_decay=1e-5, alpha=0.9, eps=1.0),
-        schedule=ScheduleSection(name="step", warmup_fraction=0.0, decay_rate=0.9,
-                                 decay_every=3_000_000, decay_unit="samples"),
-        train=TrainSection(epochs=10, batch_size=256, eval_batch_size=128, precision="auto",
-                           channels_last=True, ema=False, checkpoint_every=1000, log_every=100))
+    return {
+        "model": {"name": "xception", "overrides": {"dropout": 0.0}},
+        "data": {"name": "manifest", "image_size": 299, "augment": True, "min_crop_scale": 0.08,
+                 "hflip": True, "crop_fraction": 0.875, "class_weights": "frequency",
+                 "num_workers": 8, "prefetch_factor": 4},
+        "optimizer": {"name": "rmsprop", "lr": 0.001, "lr_reference_batch": 0, "momentum": 0.9,
+                      "nesterov": False, "weight_decay": 1e-5, "alpha": 0.9, "eps": 1.0},
+        "schedule": {"name": "step", "warmup_fraction": 0.0, "decay_rate": 0.9,
+                     "decay_every": 3_000_000, "decay_unit": "samples"},
+        "train": {"epochs": 10, "batch_size": 256, "eval_batch_size": 128, "precision": "auto",
+                  "channels_last": True, "ema": False, "checkpoint_every": 1000,
+                  "log_every": 100}}
 
 
-def paper_jft_fc() -> RunConfig:
+def paper_jft_fc() -> Recipe:
     """``paper-jft`` with the paper's two fully-connected layers of 4096 units before the classifier.
 
     Command::
@@ -115,12 +110,10 @@ def paper_jft_fc() -> RunConfig:
         torchrun --standalone --nproc_per_node 8 -m xception train --recipe paper-jft-fc \\
             --data /data/jft --out runs/xception-jft-fc
     """
-    cfg = paper_jft()
-    return replace(cfg, model=ModelSection(cfg.model.name, {**cfg.model.overrides,
-                                                            "fc_layers": [4096, 4096]}))
+    return merge_changes(paper_jft(), {"model": {"fc_layers": [4096, 4096]}})
 
 
-RECIPES: dict[str, Callable[[], RunConfig]] = {
+RECIPES: dict[str, Callable[[], Recipe]] = {
     "quick": quick,
     "paper-imagenet": paper_imagenet,
     "paper-jft": paper_jft,
@@ -132,8 +125,13 @@ def list_recipes() -> list[str]:
     return list(RECIPES)
 
 
-def get_recipe(name: str) -> RunConfig:
-    """A named recipe: a validated, immutable ``RunConfig`` (change it with ``apply_overrides``)."""
+def recipe_changes(name: str) -> Recipe:
+    """What recipe ``name`` changes from the defaults (the first layer of ``xception train``)."""
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {list_recipes()}")
     return RECIPES[name]()
+
+
+def get_recipe(name: str) -> RunConfig:
+    """A named recipe: a validated, immutable ``RunConfig`` (change it with ``apply_overrides``)."""
+    return RunConfig.from_dict(recipe_changes(name))

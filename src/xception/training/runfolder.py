@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError
-from ..files import FolderLock, os_reason
+from ..files import FolderLock, atomic_write_text, os_reason
 from .checkpoint import CHECKPOINT, PREVIOUS
 
 # What a run writes into its folder (README "What a run writes"); a fresh run that fails before it
@@ -67,6 +67,11 @@ class RunFolder:
         if not self.resume:
             prepare_out_dir(self.path, create=False)
             self.empty = True
+
+    def write_config(self, config_json: str) -> None:
+        """``config.json``: what the run is, written once its data and model are known to work
+        (a resumed run rewrites it with the settings it continues under)."""
+        atomic_write_text(self.path / "config.json", config_json + "\n")
 
     def close(self, failed: bool) -> None:
         if self.lock is None:

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ..config import RunConfig
+from ..config.loader import flatten
 from ..distributed import DistContext, all_sum, gather_tensors
-from .config import RunConfig
 
 # settings that may change on --resume without breaking exactness
 RESUME_SAFE = {"train.epochs", "train.max_steps", "train.progress", "train.log_every",
@@ -124,16 +125,12 @@ class TrainState:
 def warn_changed_settings(saved_config: str, cfg: RunConfig, warn: Callable[[str], None]) -> None:
     """Resuming with other settings than the checkpoint's (beyond ``RESUME_SAFE``) is allowed,
     but the result will not be the uninterrupted run's: say so."""
-    old = _flat(RunConfig.from_dict(json.loads(saved_config)).to_dict())
-    new = _flat(cfg.to_dict())
+    old = flatten(RunConfig.from_dict(json.loads(saved_config)))  # an older file: today's defaults
+    new = flatten(cfg)
     changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUME_SAFE)
     if changed:
         warn(f"warning: resuming with changed settings {changed}; the result will differ from an "
              "uninterrupted run")
-
-
-def _flat(d: dict) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()}
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
