@@ -1,15 +1,30 @@
 """Experiments: end to end on a tiny budget, variants that really differ, statistics and verdicts."""
 
+import ast
 import csv
+import inspect
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from xception.experiments import base_config, get_experiment, run
-from xception.experiments.budget import count_parameters
-from xception.experiments.definitions import match_parameters, segment_points
+import xception.experiments
+import xception.workarounds
+from xception.errors import ConfigError
+from xception.experiments import EXPERIMENTS, NAMES, Experiment, base_config, get_experiment, run
+from xception.experiments.budget import (
+    MIN_WIDTH,
+    count_macs,
+    count_parameters,
+    match_parameters,
+    scale_widths,
+    segment_points,
+)
+from xception.experiments.definitions import MATCHABLE, Variant
 from xception.experiments.report import render
+from xception.experiments.runner import reused_record, run_record, variant_config
 from xception.experiments.stats import summarize, to_csv, to_markdown
 from xception.experiments.verdicts import evaluate, headline
 from xception.models.layers import SpectrumConv
@@ -356,3 +371,94 @@ def test_fashion_mnist_experiment_from_the_command_line(tmp_path, monkeypatch):
     assert word in ("supports", "contradicts") or word.startswith("inconclusive (could detect ≥")
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 4 and all(r["history"][-1]["epoch"] == 12 for r in runs)
+
+
+def defined_names(module) -> list[str]:
+    """The functions and classes a module's source defines at any depth."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    return [node.name for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+
+
+def test_the_package_only_re_exports():
+    assert defined_names(xception.experiments) == []
+    for name in xception.experiments.__all__:
+        assert getattr(xception.experiments, name) is not None
+
+
+def test_the_workarounds_sit_at_the_bottom_of_the_import_graph():
+    tree = ast.parse(Path(xception.workarounds.__file__).read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and (node.level > 0 or (node.module or "").startswith("xception"))]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names if alias.name.startswith("xception")]
+    assert imported == []
+    assert MIN_WIDTH == xception.workarounds.ONEDNN_MIN_CONV_CHANNELS
+
+
+def test_scaled_widths_never_go_below_the_onednn_minimum():
+    base = base_config(TINY_RUN).model.overrides
+    narrow = scale_widths(base, "xception_small", 0.01, 4)
+    widths = [*narrow["stem_channels"], *narrow["entry_channels"], narrow["middle_channels"],
+              *narrow["exit_channels"], *narrow["final_channels"]]
+    assert min(widths) == MIN_WIDTH
+
+
+def test_every_registry_builder_takes_the_one_signature():
+    assert NAMES == ("residual", "activation", "spectrum", "order", "compression")
+    assert tuple(EXPERIMENTS) == NAMES
+    assert MATCHABLE.issubset(EXPERIMENTS)
+    base = base_config(TINY_RUN).model.overrides
+    for name, builder in EXPERIMENTS.items():
+        assert list(inspect.signature(builder).parameters) == ["model", "base", "match_params"]
+        for match_params in (False, True) if name in MATCHABLE else (False,):
+            experiment = builder("xception_small", base, match_params)
+            assert isinstance(experiment, Experiment)
+            assert experiment.name == name + ("-matched" if match_params else "")
+            assert experiment == get_experiment(name, "xception_small", base, match_params)
+
+
+def test_the_lookup_refuses_unknown_names_and_unmatchable_experiments():
+    base = base_config(TINY_RUN).model.overrides
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'; choose one of residual, "
+                       "activation, spectrum, order, compression"):
+        get_experiment("nope", "xception_small", base)
+    for name in set(NAMES) - MATCHABLE:
+        with pytest.raises(ConfigError, match="^--match-params applies to the spectrum and "
+                           "compression experiments$"):
+            get_experiment(name, "xception_small", base, match_params=True)
+
+
+def test_a_run_record_holds_what_the_run_saw():
+    base = base_config(TINY_RUN)
+    experiment = get_experiment("residual", base.model.name, base.model.overrides)
+    variant = Variant("residual", {"residual": True})
+    cfg = variant_config(base, variant.overrides, 3)
+    net = create_model(cfg.model.name, **cfg.model.overrides)
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0, "val_top1": top1,
+                "train_img_per_s": speed, "lr": 0.1}
+               for e, top1, speed in ((1, 0.5, 10.0), (2, 0.7, 100.0), (3, 0.6, 200.0))]
+    result = SimpleNamespace(model=net, history=history,
+                             info=SimpleNamespace(preprocess=SimpleNamespace(in_chans=3)))
+    record = run_record(experiment, variant, 3, "k", cfg, result, 12.5)
+    assert list(record) == ["key", "experiment", "variant", "seed", "overrides", "params", "macs",
+                            "history", "final_top1", "best_top1", "img_per_s", "seconds"]
+    assert (record["key"], record["experiment"], record["variant"], record["seed"]) == \
+        ("k", "residual", "residual", 3)
+    assert record["overrides"] == cfg.model.overrides
+    assert record["params"] == count_parameters(cfg.model.name, cfg.model.overrides)
+    assert record["macs"] == count_macs(net, cfg.data.image_size, 3)
+    assert record["history"] == [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
+                                 for h in history]
+    assert (record["final_top1"], record["best_top1"]) == (0.6, 0.7)
+    assert record["img_per_s"] == 150.0  # epoch 1 (start-up costs) left out
+    assert record["seconds"] == 12.5
+    # the same run copied into another experiment: its numbers and origin, this experiment's key
+    origin = {"folder": "residual", "variant": "residual", "key": "k"}
+    other = get_experiment("activation", base.model.name, base.model.overrides)
+    none = Variant("none", {"mid_activation": None})
+    none_cfg = variant_config(base, none.overrides, 3)
+    copied = reused_record({**record, "reused_from": origin}, "k2", other, none, none_cfg)
+    assert copied == {**record, "key": "k2", "experiment": "activation", "variant": "none",
+                      "overrides": none_cfg.model.overrides, "reused_from": origin}
+    assert copied["overrides"] != record["overrides"]

@@ -1,12 +1,13 @@
-"""The default experiment budget, per dataset, and what each variant costs (parameters, MACs).
+"""The default experiment budget, per dataset, and what each variant costs (parameters, MACs),
+with the width scaling that matches a variant's parameters to a reference.
 
 Fashion-MNIST is the experiments' default: real images, 10,000 validation images (one image is
 0.01 points, against 0.28 on the digits' 359), and hard enough that variants do not saturate.
-The budget is sized so that all six experiments (~30 variants x 5 seeds) fit in about four
-hours of a 2-core CPU and every variant's training loss has flattened by the last epoch (the
-cosine schedule ends at a learning rate near 0; the tables show the last epoch's change).
-Measured in a pilot (one seed, 8,000 images, 6 epochs): residual 84.8%, no residual 79.0%, the
-latter's loss still falling by 0.05 per epoch; hence 8 epochs of 10,000 images.
+The budget is sized so that all six experiments (~30 variants x 5 seeds) fit in the time
+``REASONS`` states for a 2-core CPU and every variant's training loss has flattened by the last
+epoch (the cosine schedule ends at a learning rate near 0; the tables show the last epoch's
+change). A pilot (one seed, 8,000 images, 6 epochs) ended with the no-residual variant's loss
+still falling; hence 8 epochs of 10,000 images.
 The digits remain as a quick smoke option (``--data digits``).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from ..models.registry import XCEPTION_TINY, build_model, model_config
+from ..workarounds import ONEDNN_MIN_CONV_CHANNELS
 
 MODEL = "xception_small"
 # xception_tiny's widths, as overrides of xception_small (the name the recorded runs carry)
@@ -29,8 +31,8 @@ COMMON: list[str] = [
     "train.bn_recalibration=8",
 ]
 # Fashion-MNIST: xception_tiny at half width (0.19 M parameters; the same 14-module structure,
-# 8 middle blocks): ~500 img/s per CPU thread at 28 px, so two runs side by side (one thread
-# each) finish a run in ~3.5 minutes
+# 8 middle blocks): small enough at 28 px that two runs side by side (one thread each) keep
+# every experiment within the budget's time
 FASHION_WIDTHS = ["model.stem_channels=[8,8]", "model.entry_channels=[16,32,64]",
                   "model.middle_channels=64", "model.exit_channels=[64,128]",
                   "model.final_channels=[128,128]"]
@@ -62,8 +64,8 @@ def budget_reason(data: str) -> str:
 
 
 def count_parameters(model: str, overrides: dict[str, Any]) -> int:
-    m = build_model(model_config(model, **overrides))
-    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    net = build_model(model_config(model, **overrides))
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 @torch.no_grad()
@@ -78,3 +80,51 @@ def count_macs(net: torch.nn.Module, image_size: int, in_chans: int) -> int:
         net(torch.zeros(1, in_chans, image_size, image_size, device=device))
     net.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def segment_points(model: str, overrides: dict[str, Any]) -> list[int | None]:
+    """1, 2, 4, ... while it divides every separable conv, then None (depthwise)."""
+    channels = model_config(model, **overrides).spatial_channels()
+    points: list[int | None] = []
+    segments = 1
+    while all(c % segments == 0 for c in channels) and segments < min(channels):
+        points.append(segments)
+        segments *= 2
+    return [*points, None]
+
+
+# block2's shortcut sees the stem's width: no scaled width goes below oneDNN's safe minimum
+MIN_WIDTH = ONEDNN_MIN_CONV_CHANNELS
+
+
+def scale_widths(base: dict[str, Any], model: str, factor: float, multiple: int) -> dict[str, Any]:
+    """Every channel width times ``factor``, rounded to a multiple of ``multiple``, at least
+    ``MIN_WIDTH``."""
+    cfg = model_config(model, **base)
+
+    def scaled(width: int) -> int:
+        return max(multiple, MIN_WIDTH, round(width * factor / multiple) * multiple)
+
+    return {**base,
+            "stem_channels": tuple(scaled(w) for w in cfg.stem_channels),
+            "entry_channels": tuple(scaled(w) for w in cfg.entry_channels),
+            "middle_channels": scaled(cfg.middle_channels),
+            "exit_channels": tuple(scaled(w) for w in cfg.exit_channels),
+            "final_channels": tuple(scaled(w) for w in cfg.final_channels)}
+
+
+def match_parameters(model: str, base: dict[str, Any], variant: dict[str, Any],
+                     target: int) -> dict[str, Any]:
+    """Widths scaled (bisection on one factor) so the variant has about ``target`` parameters."""
+    multiple = max(variant.get("segments") or 1, 4)
+    low, high = 0.05, 4.0
+    best_count, best = None, None
+    for _ in range(30):
+        factor = (low + high) / 2
+        trial = {**scale_widths(base, model, factor, multiple), **variant}
+        count = count_parameters(model, trial)
+        if best_count is None or abs(count - target) < abs(best_count - target):
+            best_count, best = count, trial
+        low, high = (factor, high) if count < target else (low, factor)
+    assert best is not None
+    return best

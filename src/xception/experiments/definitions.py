@@ -2,17 +2,18 @@
 
 An experiment only says *which* models to compare and what the paper (or its review) claims; the
 runner trains every variant under the same budget and seeds, and ``report.py`` checks the claim
-against the numbers.
+against the numbers. ``EXPERIMENTS`` is the registry: name -> builder, every builder called as
+``builder(model, base, match_params)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..models.registry import model_config
-from .budget import count_parameters
+from .budget import count_parameters, match_parameters, segment_points
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,14 @@ class Experiment:
         return next(t.metric for t in self.tests if t.primary)
 
 
-def residual() -> Experiment:
+def matched(variants: list[Variant], model: str, base: dict[str, Any],
+            reference: dict[str, Any]) -> list[Variant]:
+    """``variants`` with their widths scaled to about the parameters of ``base`` + ``reference``."""
+    target = count_parameters(model, {**base, **reference})
+    return [Variant(v.name, match_parameters(model, base, v.overrides, target)) for v in variants]
+
+
+def residual(model: str, base: dict[str, Any], match_params: bool) -> Experiment:
     return Experiment(
         "residual",
         "Do residual connections matter? (paper Fig. 9)",
@@ -75,51 +83,48 @@ def residual() -> Experiment:
         "final-accuracy gap includes convergence speed (compare the final training losses).")
 
 
-def activation() -> Experiment:
+def activation(model: str, base: dict[str, Any], match_params: bool) -> Experiment:
     names = ("none", "ELU", "ReLU")
     return Experiment(
         "activation",
         "Which intermediate activation between depthwise and pointwise? (paper Fig. 10)",
         "No intermediate activation is best, then ELU, then ReLU (none > ELU > ReLU).",
-        tuple(Variant(n, {"mid_activation": a}) for n, a in zip(names, (None, "elu", "relu"),
-                                                                strict=True)),
-        tuple(Test(f"{a} > {b}", a, b) for a, b in (("none", "ELU"), ("ELU", "ReLU"),
-                                                      ("none", "ReLU"))),
+        tuple(Variant(name, {"mid_activation": function})
+              for name, function in zip(names, (None, "elu", "relu"), strict=True)),
+        tuple(Test(f"{better} > {worse}", better, worse)
+              for better, worse in (("none", "ELU"), ("ELU", "ReLU"), ("none", "ReLU"))),
         "None in parameters or multiply-adds (the activations have no weights). The paper's "
         "intermediate activation sits between the depthwise conv and its BatchNorm-free "
         "pointwise conv; how it interacts with the optimizer settings (one learning rate for "
         "all three) is not separated here.")
 
 
-def order() -> Experiment:
-    pairs = [(f"depthwise-first{r}", f"pointwise-first{r}") for r in ("", " + ReLU")]
+def order(model: str, base: dict[str, Any], match_params: bool) -> Experiment:
+    pairs = [(f"depthwise-first{suffix}", f"pointwise-first{suffix}") for suffix in ("", " + ReLU")]
     return Experiment(
         "order",
         "Does the order of the two ops matter? (open question 2)",
         "The paper: unimportant in a deep stack. The review doubts it (compress-then-spatial "
         "vs spatial-then-compress).",
-        tuple(Variant(f"{o.replace('_', '-')}{' + ReLU' if a else ''}",
-                      {"order": o, "mid_activation": a})
-              for o in ("depthwise_first", "pointwise_first") for a in (None, "relu")),
-        tuple(Test(f"the order does not matter{' with an intermediate ReLU' * ('ReLU' in a)}",
-                   a, b, claim="equal") for a, b in pairs),
+        tuple(Variant(f"{op_order.replace('_', '-')}{' + ReLU' if function else ''}",
+                      {"order": op_order, "mid_activation": function})
+              for op_order in ("depthwise_first", "pointwise_first") for function in (None, "relu")),
+        tuple(Test(f"the order does not matter{' with an intermediate ReLU' * ('ReLU' in first)}",
+                   first, second, claim="equal") for first, second in pairs),
         "Pointwise-first runs its depthwise conv at the block's output width instead of its "
         "input width, so parameters and multiply-adds differ slightly between the orders (see "
         "the table).")
 
 
-def compression(match_params: bool = False, model: str = "", base: dict | None = None
-                ) -> Experiment:
+def compression(model: str, base: dict[str, Any], match_params: bool) -> Experiment:
     ratios = (1, 2, 4, 8)
-    variants = [Variant(f"ratio {r}{'' if res else ', no residual'}",
-                        {"bottleneck_ratio": r, "residual": res})
-                for r in ratios for res in (True, False)]
+    variants = [Variant(f"ratio {ratio}{'' if shortcut else ', no residual'}",
+                        {"bottleneck_ratio": ratio, "residual": shortcut})
+                for ratio in ratios for shortcut in (True, False)]
     if match_params:
-        target = count_parameters(model, {**(base or {}), "bottleneck_ratio": 1})
-        variants = [Variant(v.name, match_parameters(model, base or {}, v.overrides, target))
-                    for v in variants]
-    with_res = tuple(f"ratio {r}" for r in ratios)
-    without = tuple(f"ratio {r}, no residual" for r in ratios)
+        variants = matched(variants, model, base, {"bottleneck_ratio": 1})
+    with_res = tuple(f"ratio {ratio}" for ratio in ratios)
+    without = tuple(f"ratio {ratio}, no residual" for ratio in ratios)
     return Experiment(
         "compression" + ("-matched" if match_params else ""),
         "Does the benefit of residual connections grow with how hard a block compresses "
@@ -129,8 +134,10 @@ def compression(match_params: bool = False, model: str = "", base: dict | None =
         tuple(variants),
         (Test("the residual benefit grows with the ratio (slope per doubling)", with_res,
               without, levels=(0.0, 1.0, 2.0, 3.0)),
-         *(Test(f"residual connections help at ratio {r}", a, b, primary=False)
-           for r, a, b in zip(ratios, with_res, without, strict=True))),
+         *(Test(f"residual connections help at ratio {ratio}", residual_variant, plain_variant,
+                primary=False)
+           for ratio, residual_variant, plain_variant in zip(ratios, with_res, without,
+                                                             strict=True))),
         ("Widths are scaled so every variant has about the parameters of ratio 1 with "
          "residual connections; the multiply-adds still differ." if match_params else
          "Parameters and multiply-adds fall with the ratio (see the table), so the ratio and "
@@ -138,66 +145,12 @@ def compression(match_params: bool = False, model: str = "", base: dict | None =
          "variant has about the parameters of ratio 1."))
 
 
-def segment_points(model: str, overrides: dict[str, Any]) -> list[int | None]:
-    """1, 2, 4, ... while it divides every separable conv, then None (depthwise)."""
-    cfg = model_config(model, **overrides)
-    channels = cfg.spatial_channels()
-    points: list[int | None] = []
-    s = 1
-    while all(c % s == 0 for c in channels) and s < min(channels):
-        points.append(s)
-        s *= 2
-    return [*points, None]
-
-
-# torch 2.14.1's oneDNN corrupts the heap (abort: "double free or corruption") in the weight
-# gradient of a channels_last 1x1 stride-2 conv with fewer than 8 input channels when it runs on
-# one thread of an AMD EPYC CPU; block2's shortcut sees the stem's width. No width goes below 8.
-MIN_WIDTH = 8
-
-
-def scale_widths(base: dict[str, Any], model: str, factor: float, multiple: int) -> dict[str, Any]:
-    """Every channel width times ``factor``, rounded to a multiple of ``multiple``, at least
-    ``MIN_WIDTH``."""
-    cfg = model_config(model, **base)
-
-    def r(w: int) -> int:
-        return max(multiple, MIN_WIDTH, round(w * factor / multiple) * multiple)
-
-    return {**base,
-            "stem_channels": tuple(r(w) for w in cfg.stem_channels),
-            "entry_channels": tuple(r(w) for w in cfg.entry_channels),
-            "middle_channels": r(cfg.middle_channels),
-            "exit_channels": tuple(r(w) for w in cfg.exit_channels),
-            "final_channels": tuple(r(w) for w in cfg.final_channels)}
-
-
-def match_parameters(model: str, base: dict[str, Any], variant: dict[str, Any],
-                     target: int) -> dict[str, Any]:
-    """Widths scaled (bisection on one factor) so the variant has about ``target`` parameters."""
-    seg = variant.get("segments") or 1
-    multiple = max(seg, 4)
-    lo, hi = 0.05, 4.0
-    best = None
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        trial = {**scale_widths(base, model, mid, multiple), **variant}
-        n = count_parameters(model, trial)
-        if best is None or abs(n - target) < abs(best[0] - target):
-            best = (n, trial)
-        lo, hi = (mid, hi) if n < target else (lo, mid)
-    assert best is not None
-    return best[1]
-
-
-def spectrum(model: str, base: dict[str, Any], match_params: bool = False) -> Experiment:
-    points = segment_points(model, base)
-    variants = [Variant("depthwise" if s is None else f"{s} segment{'s' * (s > 1)}",
-                        {"segments": s}) for s in points]
+def spectrum(model: str, base: dict[str, Any], match_params: bool) -> Experiment:
+    variants = [Variant("depthwise" if segments is None
+                        else f"{segments} segment{'s' * (segments > 1)}", {"segments": segments})
+                for segments in segment_points(model, base)]
     if match_params:
-        target = count_parameters(model, {**base, "segments": None})
-        variants = [Variant(v.name, match_parameters(model, base, v.overrides, target))
-                    for v in variants]
+        variants = matched(variants, model, base, {"segments": None})
     names = tuple(v.name for v in variants)
     return Experiment(
         "spectrum" + ("-matched" if match_params else ""),
@@ -209,7 +162,7 @@ def spectrum(model: str, base: dict[str, Any], match_params: bool = False) -> Ex
         tuple(variants),
         (Test("accuracy rises with the number of segments (slope per doubling, depthwise = "
               "the last doubling)", names, levels=tuple(float(i) for i in range(len(names)))),
-         *(Test(f"depthwise > {n}", "depthwise", n, primary=False) for n in names[:-1])),
+         *(Test(f"depthwise > {name}", "depthwise", name, primary=False) for name in names[:-1])),
         ("Widths differ between the points (fewer segments: narrower layers), so the "
          "representation's width changes with the segment count; multiply-adds are not "
          "matched." if match_params else
@@ -218,17 +171,21 @@ def spectrum(model: str, base: dict[str, Any], match_params: bool = False) -> Ex
          "the spectrum point; `--match-params` gives the parameter-matched version."))
 
 
-NAMES = ("residual", "activation", "spectrum", "order", "compression")
+# name -> builder(model, base overrides, match_params); every builder takes all three, and those
+# with nothing to match ignore what they do not use. The order is the command line's.
+EXPERIMENTS: dict[str, Callable[[str, dict[str, Any], bool], Experiment]] = {
+    "residual": residual, "activation": activation, "spectrum": spectrum, "order": order,
+    "compression": compression}
+# the experiments whose builders scale widths for ``match_params`` (named "<name>-matched")
+MATCHABLE = frozenset({"spectrum", "compression"})
+NAMES = tuple(EXPERIMENTS)
 
 
 def get_experiment(name: str, model: str, base: dict[str, Any],
                    match_params: bool = False) -> Experiment:
-    if name not in NAMES:
+    if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(NAMES)}")
-    if match_params and name not in ("spectrum", "compression"):
-        raise ConfigError("--match-params applies to the spectrum and compression experiments")
-    if name == "spectrum":
-        return spectrum(model, base, match_params)
-    if name == "compression":
-        return compression(match_params, model, base)
-    return {"residual": residual, "activation": activation, "order": order}[name]()
+    if match_params and name not in MATCHABLE:
+        raise ConfigError(f"--match-params applies to the "
+                          f"{' and '.join(n for n in NAMES if n in MATCHABLE)} experiments")
+    return EXPERIMENTS[name](model, base, match_params)

@@ -48,8 +48,8 @@ def _save(fig, path: str | Path) -> Path:
 
 def _ci_per_column(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and 95% CI of each column of ``ys`` (rows: seeds): the band of a curve plot."""
-    m, lo, hi = np.array([mean_ci(list(col)) for col in ys.T], dtype=float).T
-    return m, lo, hi
+    mean, low, high = np.array([mean_ci(list(column)) for column in ys.T], dtype=float).T
+    return mean, low, high
 
 
 def _jitter(n: int, width: float) -> np.ndarray:
@@ -59,10 +59,10 @@ def _jitter(n: int, width: float) -> np.ndarray:
 
 def _mean_errorbar(ax, x: float, values: Sequence[float], color: str, **kw) -> tuple[float, float, float]:
     """The mean of ``values`` with its 95% CI as an error bar at ``x``; returns (mean, low, high)."""
-    m, lo, hi = mean_ci(list(values))
-    ax.errorbar([x], [m], yerr=[[m - lo], [hi - m]], fmt="D", ms=6, color=color, capsize=4,
-                elinewidth=1.6, zorder=3, **kw)
-    return m, lo, hi
+    mean, low, high = mean_ci(list(values))
+    ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], fmt="D", ms=6, color=color,
+                capsize=4, elinewidth=1.6, zorder=3, **kw)
+    return mean, low, high
 
 
 def plot_curves(records: list[dict], path: str | Path, title: str) -> Path:
@@ -78,8 +78,8 @@ def plot_curves(records: list[dict], path: str | Path, title: str) -> Path:
         epochs = np.array([h["epoch"] for h in runs[0]["history"]])
         for ax, key, scale in ((ax1, "train_loss", 1.0), (ax2, "val_top1", 100.0)):
             ys = scale * np.array([[h[key] for h in r["history"]] for r in runs], dtype=float)
-            for y in ys:
-                ax.plot(epochs, y, "-", lw=0.7, alpha=0.35, color=color)
+            for seed_curve in ys:
+                ax.plot(epochs, seed_curve, "-", lw=0.7, alpha=0.35, color=color)
             mean, low, high = _ci_per_column(ys)
             if key == "train_loss":
                 low = np.where(low > 0, low, ys.min(0))
@@ -121,23 +121,26 @@ def plot_effects(effects: Sequence[Effect], path: str | Path, title: str, unit: 
     at 0 and the verdict. The axis is symmetric around 0, so neither sign looks favoured and whether
     the interval excludes 0 is read at a glance. Any objects with ``Effect``'s attributes work."""
     plt = agg_pyplot()
-    effects = [Effect(*e) if isinstance(e, tuple) and not hasattr(e, "label") else e for e in effects]
+    effects = [Effect(*effect) if isinstance(effect, tuple) and not hasattr(effect, "label")
+               else effect for effect in effects]
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.75 * max(1, len(effects))))
     extent = []
-    for i, e in enumerate(effects):
-        seeds = np.asarray(e.per_seed, dtype=float)
+    for i, effect in enumerate(effects):
+        seeds = np.asarray(effect.per_seed, dtype=float)
         ax.scatter(seeds, i + _jitter(len(seeds), 0.12), color="0.35", **SEED_STYLE)
-        ax.errorbar([e.diff], [i], xerr=[[e.diff - e.low], [e.high - e.diff]], fmt="D", ms=6,
-                    color=f"C{i}", capsize=4, elinewidth=1.8, zorder=3)
-        ax.text(1.02, i, e.verdict, transform=ax.get_yaxis_transform(), va="center", fontsize=9)
-        extent += [*seeds, e.diff, e.low, e.high]
+        ax.errorbar([effect.diff], [i], xerr=[[effect.diff - effect.low], [effect.high - effect.diff]],
+                    fmt="D", ms=6, color=f"C{i}", capsize=4, elinewidth=1.8, zorder=3)
+        ax.text(1.02, i, effect.verdict, transform=ax.get_yaxis_transform(), va="center",
+                fontsize=9)
+        extent += [*seeds, effect.diff, effect.low, effect.high]
     finite = np.abs(np.asarray(extent, dtype=float))
     finite = finite[np.isfinite(finite)]
     half = 1.15 * float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     ax.axvline(0.0, color="black", lw=1)
     ax.set_xlim(-half, half)
     ax.set_ylim(len(effects) - 0.5, -0.5)  # first effect on top
-    ax.set_yticks(range(len(effects)), [textwrap.fill(e.label, 30) for e in effects], fontsize=8)
+    ax.set_yticks(range(len(effects)), [textwrap.fill(effect.label, 30) for effect in effects],
+                  fontsize=8)
     ax.set_xlabel(f"difference ({unit})")
     ax.set_title(f"{title}: effects\n(diamond and bar: {CI_LABEL}; points: seeds)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
@@ -160,7 +163,8 @@ def plot_cost(records: list[dict], path: str | Path, title: str) -> Path:
             x = float(runs[0][key])
             xs.append(x)
             values = [100.0 * r["final_top1"] for r in runs]
-            # seeds just left of the mean, within ~1.5% of x: matched variants lie a few % apart
+            # seeds just left of the mean, nearer to it than parameter-matched variants lie to
+            # each other
             seed_x = x * 10 ** (-0.004 + _jitter(len(values), 0.002))
             ax.scatter(seed_x, values, color=f"C{i}", **SEED_STYLE)
             _mean_errorbar(ax, x * 10 ** 0.003, values, f"C{i}", label=variant)
@@ -193,17 +197,17 @@ def plot_benefit(levels: Sequence[float], per_seed: Sequence[Sequence[float]], p
     means, extent = [], [0.0]
     for level, values in zip(levels, per_seed, strict=True):
         ax.scatter(level * 2.0 ** (-0.06 + _jitter(len(values), 0.04)), values, color="C0", **SEED_STYLE)
-        m, lo, hi = _mean_errorbar(ax, level * 2.0 ** 0.06, values, "C1")
-        means.append(m)
-        extent += [*values, lo, hi]
-    ax.plot([lv * 2.0 ** 0.06 for lv in levels], means, "-", color="C1", lw=1.5, zorder=2)
+        mean, low, high = _mean_errorbar(ax, level * 2.0 ** 0.06, values, "C1")
+        means.append(mean)
+        extent += [*values, low, high]
+    ax.plot([level * 2.0 ** 0.06 for level in levels], means, "-", color="C1", lw=1.5, zorder=2)
     ax.axhline(0.0, color="black", lw=1)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(levels), [f"{lv:g}" for lv in levels])
+    ax.set_xticks(list(levels), [f"{level:g}" for level in levels])
     ax.minorticks_off()
-    lo, hi = min(extent), max(extent)
-    pad = 0.1 * (hi - lo) or 1.0
-    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(lo - pad, hi + pad))
+    bottom, top = min(extent), max(extent)
+    pad = 0.1 * (top - bottom) or 1.0
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(bottom - pad, top + pad))
     ax.set_title(f"{title}: {ylabel}\n(points: seeds; diamond and bar: {CI_LABEL})", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()

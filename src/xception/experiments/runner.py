@@ -1,5 +1,8 @@
 """Train every variant of an experiment under the same budget and seeds; keep what each run saw.
 
+``run`` is the whole experiment: the budget (``base_config``), every run (``run_experiment``), then
+the tables, plots and report. ``run_record`` decides the fields of a run's record.
+
 Each finished run is appended to ``runs.jsonl`` at once, so an interrupted experiment restarted
 with the same ``--out`` skips what it already has (runs are keyed by a hash of their full config).
 A run stopped by SIGTERM/SIGINT is not recorded; the experiment stops (``KeyboardInterrupt``).
@@ -22,10 +25,53 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelSection, RunConfig
-from ..training.fit import fit
-from .budget import count_macs
-from .definitions import Experiment
+from ..config import ModelSection, RunConfig, merge_changes, parse_assignments
+from ..errors import ConfigError
+from ..files import atomic_write_text
+from ..training.fit import FitResult, fit
+from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, count_macs
+from .definitions import Experiment, Variant, get_experiment
+from .report import describe, render, write_plots
+from .stats import summarize, to_csv, to_markdown
+from .verdicts import evaluate, headline
+
+
+def base_config(overrides: list[str] = ()) -> RunConfig:
+    """The default budget for the chosen dataset (``budget.py``; Fashion-MNIST unless a
+    ``data.name=...`` override says otherwise), with the user's ``--set`` overrides on top."""
+    user = parse_assignments(overrides)
+    data = user.get("data", {}).get("name", DEFAULT_DATA)
+    budget = parse_assignments([f"data.name={data}", *budget_overrides(data)])
+    model = {"model": {"name": MODEL, "overrides": MODEL_OVERRIDES}}
+    return RunConfig.from_dict(merge_changes(model, budget, user))
+
+
+def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Path | None = None,
+        match_params: bool = False, log: Callable[[str], None] = print,
+        command: str | None = None, reuse: bool = True) -> Path:
+    """Run experiment ``name`` and write its results; returns the output folder. ``reuse``:
+    copy runs of the same network, budget and seed from the experiments beside ``out_dir``
+    instead of training them again (module docstring)."""
+    base = base_config(list(overrides))
+    experiment = get_experiment(name, base.model.name, base.model.overrides, match_params)
+    out = Path(out_dir or Path("experiments") / experiment.name)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    log(f"experiment {experiment.name}: {len(experiment.variants)} variants x {seeds} seeds -> {out}")
+    started = time.perf_counter()
+    records = run_experiment(experiment, base, list(range(seeds)), out, log, reuse)
+    rows = summarize(records)
+    outcomes = evaluate(experiment, records)
+    atomic_write_text(out / "results.md", to_markdown(rows))
+    atomic_write_text(out / "results.csv", to_csv(rows))
+    plots = write_plots(experiment, records, outcomes, out)
+    setup = describe(base, experiment, seeds, records, time.perf_counter() - started,
+                     command or f"xception experiment {name} --seeds {seeds}")
+    atomic_write_text(out / "report.md", render(experiment, records, rows, outcomes, setup, plots))
+    log(to_markdown(rows))
+    log(f"verdict: {headline(outcomes)}")
+    log(f"report: {out / 'report.md'}")
+    return out
 
 
 def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int) -> RunConfig:
@@ -40,9 +86,9 @@ def run_key(cfg: RunConfig) -> str:
 def model_identity(cfg: RunConfig) -> str:
     """Like ``run_key``, but with the model's overrides resolved to its full config, so
     ``{"residual": True}`` and ``{"mid_activation": None}`` (both the default network) match."""
-    d = cfg.to_dict()
-    d["model"] = {"name": cfg.model.name, "config": asdict(cfg.model.config)}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    resolved = cfg.to_dict()
+    resolved["model"] = {"name": cfg.model.name, "config": asdict(cfg.model.config)}
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def shared_runs(base: RunConfig, out_dir: Path, log: Callable[[str], None]) -> dict[str, dict]:
@@ -58,19 +104,48 @@ def shared_runs(base: RunConfig, out_dir: Path, log: Callable[[str], None]) -> d
         except ValueError as e:  # a damaged neighbour is not this experiment's problem
             log(f"not reusing runs from {path}: {e}")
             continue
-        for r in records:
+        for record in records:
             try:
-                cfg = variant_config(base, r["overrides"], r["seed"])
+                cfg = variant_config(base, record["overrides"], record["seed"])
             except (KeyError, TypeError, ValueError):
                 continue
-            if run_key(cfg) == r.get("key"):
-                origin = r.get("reused_from") or {"folder": path.parent.name,
-                                                  "variant": r["variant"], "key": r["key"]}
-                found.setdefault(model_identity(cfg), {**r, "reused_from": origin})
+            if run_key(cfg) == record.get("key"):
+                origin = record.get("reused_from") or {
+                    "folder": path.parent.name, "variant": record["variant"], "key": record["key"]}
+                found.setdefault(model_identity(cfg), {**record, "reused_from": origin})
     return found
 
 
-def keep(path: Path, record: dict) -> dict:
+def run_record(experiment: Experiment, variant: Variant, seed: int, key: str, cfg: RunConfig,
+               result: FitResult, seconds: float) -> dict:
+    """The record of one trained run, as ``runs.jsonl`` keeps it: the one place its fields are
+    decided (``reused_record`` copies one under a new key)."""
+    history = result.history
+    # epoch 1 includes one-off start-up costs; later epochs show the steady rate
+    steady = history[1:] or history
+    return {
+        "key": key, "experiment": experiment.name, "variant": variant.name, "seed": seed,
+        "overrides": cfg.model.overrides,
+        "params": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
+        "macs": count_macs(result.model, cfg.data.image_size, result.info.preprocess.in_chans),
+        "history": [{k: epoch[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
+                    for epoch in history],
+        "final_top1": history[-1]["val_top1"],
+        "best_top1": max(epoch["val_top1"] for epoch in history),
+        "img_per_s": sum(epoch["train_img_per_s"] for epoch in steady) / len(steady),
+        "seconds": seconds,
+    }
+
+
+def reused_record(twin: dict, key: str, experiment: Experiment, variant: Variant,
+                  cfg: RunConfig) -> dict:
+    """``twin`` (a neighbouring experiment's run of the same network, budget and seed, with its
+    ``reused_from``) as this experiment's run ``key`` of ``variant``."""
+    return {**twin, "key": key, "experiment": experiment.name, "variant": variant.name,
+            "overrides": cfg.model.overrides}
+
+
+def append_record(path: Path, record: dict) -> dict:
     """Append one finished run to ``runs.jsonl`` at once (what makes experiments resumable)."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -83,16 +158,16 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: Path,
+def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], out_dir: Path,
                    log: Callable[[str], None] = print, reuse: bool = True) -> list[dict]:
     """All variants x seeds; returns one record per run, in variant-then-seed order.
     ``reuse``: take identical runs from the experiments beside ``out_dir`` (module docstring)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "runs.jsonl"
-    done = {r["key"]: r for r in read_records(path)}
+    done = {record["key"]: record for record in read_records(path)}
     shared = shared_runs(base, out_dir, log) if reuse else {}
-    records, total = [], len(exp.variants) * len(seeds)
-    for variant in exp.variants:
+    records, total = [], len(experiment.variants) * len(seeds)
+    for variant in experiment.variants:
         for seed in seeds:
             cfg = variant_config(base, variant.overrides, seed)
             key = run_key(cfg)
@@ -103,36 +178,21 @@ def run_experiment(exp: Experiment, base: RunConfig, seeds: list[int], out_dir: 
                 continue
             twin = shared.get(model_identity(cfg))
             if twin is not None:
-                record = {**twin, "key": key, "experiment": exp.name, "variant": variant.name,
-                          "overrides": cfg.model.overrides}
-                records.append(keep(path, record))
-                o = record["reused_from"]
-                log(f"{tag}: the same network, budget and seed as {o['folder']}'s "
-                    f"{o['variant']!r}: reused")
+                record = append_record(path, reused_record(twin, key, experiment, variant, cfg))
+                records.append(record)
+                origin = record["reused_from"]
+                log(f"{tag}: the same network, budget and seed as {origin['folder']}'s "
+                    f"{origin['variant']!r}: reused")
                 continue
-            t0 = time.perf_counter()
+            started = time.perf_counter()
             result = fit(cfg, None, log=lambda s: None)
             if result.interrupted:  # SIGTERM/SIGINT: keep what is finished, record nothing partial
                 log(f"{tag}: interrupted; {len(read_records(path))} finished runs are kept in "
                     f"{path}; the same command continues from there")
                 raise KeyboardInterrupt
-            hist = result.history
-            record = {
-                "key": key, "experiment": exp.name, "variant": variant.name, "seed": seed,
-                "overrides": cfg.model.overrides,
-                "params": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
-                "macs": count_macs(result.model, cfg.data.image_size,
-                                   result.info.preprocess.in_chans),
-                "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
-                            for h in hist],
-                "final_top1": hist[-1]["val_top1"],
-                "best_top1": max(h["val_top1"] for h in hist),
-                # epoch 1 includes one-off start-up costs; later epochs show the steady rate
-                "img_per_s": sum(h["train_img_per_s"] for h in hist[1:] or hist)
-                / len(hist[1:] or hist),
-                "seconds": time.perf_counter() - t0,
-            }
-            records.append(keep(path, record))
+            record = run_record(experiment, variant, seed, key, cfg, result,
+                                time.perf_counter() - started)
+            records.append(append_record(path, record))
             log(f"{tag}: final val top-1 {100 * record['final_top1']:.2f}% "
                 f"(best {100 * record['best_top1']:.2f}%), {record['seconds']:.0f} s")
     return records

@@ -9,7 +9,8 @@ least-squares slope against an ordered factor, t-tested across seeds) asks wheth
 moves with that factor. ``detectable`` gives the smallest true difference the design would find
 with 80% power, so "inconclusive" says how large an effect was ruled out.
 
-scipy is imported inside the functions: the CLI imports this package, and scipy costs ~1.5 s.
+scipy is imported inside the functions: the CLI imports this package, and importing scipy
+measurably delays its start.
 """
 
 from __future__ import annotations
@@ -54,29 +55,28 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
     """Paired t-test of a - b (a[i] and b[i] from the same seed)."""
     if len(a) != len(b):
         raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    n = len(d)
-    mean, low, high = mean_ci(d)
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(differences)
+    mean, low, high = mean_ci(differences)
     if n < 2:
         return Paired(mean, low, high, float("nan"), 0.0, n)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
+    sd = math.sqrt(sum((v - mean) ** 2 for v in differences) / (n - 1))
     if sd == 0:  # identical differences: the t statistic is undefined
         return Paired(mean, mean, mean, 1.0 if mean == 0 else 0.0, 0.0, n)
     from scipy import stats as sps
 
-    t = mean / (sd / math.sqrt(n))
-    return Paired(mean, low, high, float(2 * sps.t.sf(abs(t), n - 1)), sd, n)
+    t_statistic = mean / (sd / math.sqrt(n))
+    return Paired(mean, low, high, float(2 * sps.t.sf(abs(t_statistic), n - 1)), sd, n)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (same order as given; nan stays nan and is not
     counted). Adjusted p < alpha <=> rejected by Holm's procedure at family-wise level alpha."""
-    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
-    m = len(idx)
+    counted = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
     out = [float("nan")] * len(pvalues)
     running = 0.0
-    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+    for rank, i in enumerate(sorted(counted, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (len(counted) - rank) * pvalues[i]))
         out[i] = running
     return out
 
@@ -111,16 +111,16 @@ def detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) ->
 def equivalence(a: Sequence[float], b: Sequence[float], margin: float) -> float:
     """Paired TOST: the p-value for "|mean(a - b)| < margin" (both one-sided tests must reject;
     p < alpha <=> the 1 - 2 alpha confidence interval lies inside (-margin, margin))."""
-    pr = paired(a, b)
-    if pr.n < 2:
+    result = paired(a, b)
+    if result.n < 2:
         return float("nan")
-    if pr.sd == 0:
-        return 0.0 if abs(pr.diff) < margin else 1.0
+    if result.sd == 0:
+        return 0.0 if abs(result.diff) < margin else 1.0
     from scipy import stats as sps
 
-    se = pr.sd / math.sqrt(pr.n)
-    lower = float(sps.t.sf((pr.diff + margin) / se, pr.n - 1))   # H0: diff <= -margin
-    upper = float(sps.t.cdf((pr.diff - margin) / se, pr.n - 1))  # H0: diff >= +margin
+    se = result.sd / math.sqrt(result.n)
+    lower = float(sps.t.sf((result.diff + margin) / se, result.n - 1))   # H0: diff <= -margin
+    upper = float(sps.t.cdf((result.diff - margin) / se, result.n - 1))  # H0: diff >= +margin
     return max(lower, upper)
 
 
@@ -131,17 +131,18 @@ def omnibus(table: Sequence[Sequence[float]]) -> tuple[float, float]:
     if n < 2 or k < 2:
         return float("nan"), float("nan")
     grand = sum(map(sum, table)) / (n * k)
-    col = [sum(row[j] for row in table) / n for j in range(k)]
-    rowm = [sum(row) / k for row in table]
-    ss_var = n * sum((c - grand) ** 2 for c in col)
-    ss_err = sum((table[i][j] - col[j] - rowm[i] + grand) ** 2 for i in range(n) for j in range(k))
+    variant_means = [sum(row[j] for row in table) / n for j in range(k)]
+    seed_means = [sum(row) / k for row in table]
+    ss_var = n * sum((mean - grand) ** 2 for mean in variant_means)
+    ss_err = sum((table[i][j] - variant_means[j] - seed_means[i] + grand) ** 2
+                 for i in range(n) for j in range(k))
     df1, df2 = k - 1, (k - 1) * (n - 1)
     if ss_err == 0:
         return (math.inf, 0.0) if ss_var > 0 else (float("nan"), 1.0)
     from scipy import stats as sps
 
-    f = (ss_var / df1) / (ss_err / df2)
-    return f, float(sps.f.sf(f, df1, df2))
+    f_statistic = (ss_var / df1) / (ss_err / df2)
+    return f_statistic, float(sps.f.sf(f_statistic, df1, df2))
 
 
 def slopes(table: Sequence[Sequence[float]], levels: Sequence[float]) -> list[float]:
@@ -154,5 +155,5 @@ def slopes(table: Sequence[Sequence[float]], levels: Sequence[float]) -> list[fl
 def trend(table: Sequence[Sequence[float]], levels: Sequence[float]) -> Paired:
     """Does the value move with an ordered factor? The per-seed slopes against ``levels``,
     t-tested against 0 across seeds (a Paired of the slopes; diff = mean slope per level unit)."""
-    s = slopes(table, levels)
-    return paired(s, [0.0] * len(s))
+    per_seed_slopes = slopes(table, levels)
+    return paired(per_seed_slopes, [0.0] * len(per_seed_slopes))

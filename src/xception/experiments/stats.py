@@ -15,8 +15,8 @@ from .significance import mean_ci
 
 def by_variant(records: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for r in records:
-        out.setdefault(r["variant"], []).append(r)
+    for record in records:
+        out.setdefault(record["variant"], []).append(record)
     return out
 
 
@@ -38,13 +38,13 @@ def auc(history: list[dict]) -> float:
 
 
 QUANTITIES = {  # name -> (header, value of one run, scale for display, decimals)
-    "final_top1": ("final val top-1 (%)", lambda r: r["final_top1"], 100.0, 2),
-    "auc": ("val top-1 AUC (%)", lambda r: auc(r["history"]), 100.0, 2),
-    "train_loss": ("final train loss", lambda r: r["history"][-1]["train_loss"], 1.0, 4),
-    "train_loss_change": ("last-epoch change", lambda r: last_change(r["history"]), 1.0, 4),
-    "train_loss_tail": ("last epoch's share of the fall (%)", lambda r: tail_share(r["history"]),
-                        100.0, 1),
-    "img_per_s": ("train img/s", lambda r: r["img_per_s"], 1.0, 0),
+    "final_top1": ("final val top-1 (%)", lambda run: run["final_top1"], 100.0, 2),
+    "auc": ("val top-1 AUC (%)", lambda run: auc(run["history"]), 100.0, 2),
+    "train_loss": ("final train loss", lambda run: run["history"][-1]["train_loss"], 1.0, 4),
+    "train_loss_change": ("last-epoch change", lambda run: last_change(run["history"]), 1.0, 4),
+    "train_loss_tail": ("last epoch's share of the fall (%)",
+                        lambda run: tail_share(run["history"]), 100.0, 1),
+    "img_per_s": ("train img/s", lambda run: run["img_per_s"], 1.0, 0),
 }
 
 
@@ -55,37 +55,39 @@ def summarize(records: list[dict]) -> list[dict]:
         row = {"variant": variant, "seeds": len(runs), "params": runs[0]["params"],
                "macs": runs[0]["macs"], "epochs": len(runs[0]["history"])}
         for key, (_, get, _, _) in QUANTITIES.items():
-            row[key] = mean_ci([get(r) for r in runs])
+            row[key] = mean_ci([get(run) for run in runs])
         rows.append(row)
     return rows
 
 
 def _cell(ci: tuple[float, float, float], scale: float, decimals: int) -> str:
-    m, lo, hi = (scale * v for v in ci)
-    if lo == hi:
-        return f"{m:.{decimals}f}"
-    return f"{m:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+    mean, low, high = (scale * value for value in ci)
+    if low == high:
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
 def to_markdown(rows: list[dict]) -> str:
-    head = ["variant", "seeds", *(q[0] for q in QUANTITIES.values()), "params", "MMACs"]
+    head = ["variant", "seeds", *(header for header, *_ in QUANTITIES.values()), "params", "MMACs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["variant"], str(r["seeds"])]
-        cells += [_cell(r[k], scale, d) for k, (_, _, scale, d) in QUANTITIES.items()]
-        cells += [f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}"]
+    for row in rows:
+        cells = [row["variant"], str(row["seeds"])]
+        cells += [_cell(row[key], scale, decimals)
+                  for key, (_, _, scale, decimals) in QUANTITIES.items()]
+        cells += [f"{row['params']:,}", f"{row['macs'] / 1e6:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:
     """Machine-readable: mean and the 95% interval's ends in separate columns, raw units."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["variant", "seeds", "epochs",
-                *(f"{k}_{s}" for k in QUANTITIES for s in ("mean", "ci_low", "ci_high")),
-                "params", "macs"])
-    for r in rows:
-        w.writerow([r["variant"], r["seeds"], r["epochs"], *(x for k in QUANTITIES for x in r[k]),
-                    r["params"], r["macs"]])
-    return buf.getvalue()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["variant", "seeds", "epochs",
+                     *(f"{key}_{end}" for key in QUANTITIES for end in ("mean", "ci_low", "ci_high")),
+                     "params", "macs"])
+    for row in rows:
+        writer.writerow([row["variant"], row["seeds"], row["epochs"],
+                         *(value for key in QUANTITIES for value in row[key]),
+                         row["params"], row["macs"]])
+    return buffer.getvalue()

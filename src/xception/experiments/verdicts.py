@@ -29,7 +29,7 @@ def metric(record: dict, name: str) -> float:
 
 
 def by_seed(records: list[dict], variant: str, name: str) -> dict[int, float]:
-    return {r["seed"]: metric(r, name) for r in by_variant(records).get(variant, [])}
+    return {record["seed"]: metric(record, name) for record in by_variant(records).get(variant, [])}
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,21 @@ class Outcome:
     verdict: str
 
 
-def per_seed(records: list[dict], t: Test) -> list[float]:
-    """The per-seed effect of ``t`` in points, over the seeds every involved variant has."""
-    a = (t.a,) if isinstance(t.a, str) else t.a
-    b = () if t.b is None else ((t.b,) if isinstance(t.b, str) else t.b)
-    series = [by_seed(records, v, t.metric) for v in (*a, *b)]
-    missing = [v for v, s in zip((*a, *b), series, strict=True) if not s]
+def per_seed(records: list[dict], test: Test) -> list[float]:
+    """The per-seed effect of ``test`` in points, over the seeds every involved variant has."""
+    a_names = (test.a,) if isinstance(test.a, str) else test.a
+    b_names = () if test.b is None else ((test.b,) if isinstance(test.b, str) else test.b)
+    variants = (*a_names, *b_names)
+    series = [by_seed(records, variant, test.metric) for variant in variants]
+    missing = [variant for variant, values in zip(variants, series, strict=True) if not values]
     if missing:
-        raise ValueError(f"test {t.label!r}: no runs of {', '.join(missing)}")
-    seeds = sorted(set.intersection(*(set(s) for s in series)))
-    va, vb = series[:len(a)], series[len(a):]
-    rows = [[SCALE * (x[s] - (vb[i][s] if vb else 0.0)) for i, x in enumerate(va)] for s in seeds]
-    if t.is_trend:
-        return slopes(rows, t.levels)
+        raise ValueError(f"test {test.label!r}: no runs of {', '.join(missing)}")
+    seeds = sorted(set.intersection(*(set(values) for values in series)))
+    a_series, b_series = series[:len(a_names)], series[len(a_names):]
+    rows = [[SCALE * (values[seed] - (b_series[i][seed] if b_series else 0.0))
+             for i, values in enumerate(a_series)] for seed in seeds]
+    if test.is_trend:
+        return slopes(rows, test.levels)
     return [row[0] for row in rows]
 
 
@@ -63,53 +65,58 @@ def evaluate(exp: Experiment, records: list[dict]) -> list[Outcome]:
     """Every declared test of ``exp``, Holm-adjusted within its family (primary / secondary)."""
     out: list[Outcome] = []
     for family in (True, False):
-        tests = [t for t in exp.tests if t.primary == family]
+        tests = [test for test in exp.tests if test.primary == family]
         if not tests:
             continue
-        effects = [per_seed(records, t) for t in tests]
-        results = [paired(e, [0.0] * len(e)) for e in effects]
-        adj = holm([r.p for r in results])
-        equal = [i for i, t in enumerate(tests) if t.claim == "equal"]
-        eq_adj = holm([equivalence(effects[i], [0.0] * len(effects[i]), exp.margin)
-                       for i in equal])
+        effects = [per_seed(records, test) for test in tests]
+        results = [paired(effect, [0.0] * len(effect)) for effect in effects]
+        p_adjusted = holm([result.p for result in results])
+        equal = [i for i, test in enumerate(tests) if test.claim == "equal"]
+        equivalence_adjusted = holm([equivalence(effects[i], [0.0] * len(effects[i]), exp.margin)
+                                     for i in equal])
         level = ALPHA / len(tests)
-        for i, (t, e, r, p) in enumerate(zip(tests, effects, results, adj, strict=True)):
-            eq = eq_adj[equal.index(i)] if i in equal else float("nan")
-            x = detectable(r.sd, r.n, level)
-            out.append(Outcome(t, r, e, p, x, eq, _word(t, r, p, eq, x, exp.margin)))
+        for i, (test, effect, result, p_adj) in enumerate(zip(tests, effects, results, p_adjusted,
+                                                               strict=True)):
+            equivalence_p = equivalence_adjusted[equal.index(i)] if i in equal else float("nan")
+            smallest = detectable(result.sd, result.n, level)
+            out.append(Outcome(test, result, effect, p_adj, smallest, equivalence_p,
+                               _word(test, result, p_adj, equivalence_p, smallest, exp.margin)))
     return out
 
 
-def _word(t: Test, r: Paired, p: float, eq: float, x: float, margin: float) -> str:
-    significant = not math.isnan(p) and p < ALPHA
-    unit = "points per step" if t.is_trend else "points"
-    if t.claim == "equal":
-        if not math.isnan(eq) and eq < ALPHA:
+def _word(test: Test, result: Paired, p_adj: float, equivalence_p: float, smallest: float,
+          margin: float) -> str:
+    """The verdict word of one test; ``smallest``: the effect it could have detected."""
+    significant = not math.isnan(p_adj) and p_adj < ALPHA
+    unit = "points per step" if test.is_trend else "points"
+    if test.claim == "equal":
+        if not math.isnan(equivalence_p) and equivalence_p < ALPHA:
             return "supports"
-        if significant and abs(r.diff) >= margin:
+        if significant and abs(result.diff) >= margin:
             return "contradicts"
     elif significant:
-        return "supports" if r.diff > 0 else "contradicts"
-    return f"inconclusive (could detect ≥ {x:.2f} {unit})" if math.isfinite(x) else \
+        return "supports" if result.diff > 0 else "contradicts"
+    return f"inconclusive (could detect ≥ {smallest:.2f} {unit})" if math.isfinite(smallest) else \
         "inconclusive (one seed: nothing can be detected)"
 
 
 def headline(outcomes: list[Outcome]) -> str:
     """The experiment's verdict: its primary tests' words combined (all support -> supports;
     any contradicts -> contradicts; else inconclusive, with the largest detectable effect)."""
-    words = [o.verdict for o in outcomes if o.test.primary]
-    if words and all(w == "supports" for w in words):
+    words = [outcome.verdict for outcome in outcomes if outcome.test.primary]
+    if words and all(word == "supports" for word in words):
         return "supports"
-    if any(w == "contradicts" for w in words):
+    if any(word == "contradicts" for word in words):
         return "contradicts"
-    undecided = [o for o in outcomes if o.test.primary and o.verdict.startswith("inconclusive")]
-    worst = max(undecided, key=lambda o: o.detectable)
+    undecided = [outcome for outcome in outcomes
+                 if outcome.test.primary and outcome.verdict.startswith("inconclusive")]
+    worst = max(undecided, key=lambda outcome: outcome.detectable)
     return worst.verdict
 
 
 def omnibus_test(exp: Experiment, records: list[dict]) -> tuple[float, float, int]:
     """Repeated-measures ANOVA over every variant on the primary metric: (F, p, seeds used)."""
-    series = [by_seed(records, v.name, exp.primary_metric) for v in exp.variants]
-    seeds = sorted(set.intersection(*(set(s) for s in series)))
-    f, p = omnibus([[s[k] for s in series] for k in seeds])
-    return f, p, len(seeds)
+    series = [by_seed(records, variant.name, exp.primary_metric) for variant in exp.variants]
+    seeds = sorted(set.intersection(*(set(values) for values in series)))
+    f_statistic, p = omnibus([[values[seed] for values in series] for seed in seeds])
+    return f_statistic, p, len(seeds)
