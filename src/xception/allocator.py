@@ -2,7 +2,9 @@
 
 glibc's malloc returns large freed blocks to the OS (``munmap``, heap trimming) and maps them
 again on the next allocation, so every training step on CPU re-faults its activation memory page
-by page: ~2.3 million page faults in the 8-epoch digits run, 10-20% of a step on 2 cores. Raising
+by page, a sizeable share of the step's time on a small CPU (as measured: benchmarks/RESULTS.md,
+"Figures moved out of code comments"; per step: "CPU training speed: this version against the
+previous one (measured)", item 3). Raising
 the mmap and trim thresholds (``mallopt``, what ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` set) keeps the memory in the process. Nothing computed changes; the
 resident memory stays at the run's peak instead of shrinking between steps.

@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 def console() -> int:
     """The ``xception`` command: ``main``, then ``gc.freeze()`` before the interpreter exits.
 
-    Why: the interpreter's last garbage collections walk every object still alive - ~365 k after
-    torch._dynamo (which the first optimizer imports) and matplotlib - and took 1.7-2.6 s of a
-    2-core machine after the work was done (0.4-0.7 s frozen). Frozen objects are only skipped
+    Why: the interpreter's last garbage collections walk every object still alive - a great many
+    after torch._dynamo (which the first optimizer imports) and matplotlib - and took a noticeable
+    time after the work was done, far less with the objects frozen (as measured:
+    benchmarks/RESULTS.md, "Figures moved out of code comments"). Frozen objects are only skipped
     by the collector; everything is already written and closed when ``main`` returns.
     """
     code = main()

@@ -37,7 +37,8 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits: (1797, 8, 8) float images in 0..16 and their labels.
 
     Read straight from the CSV file that ships inside scikit-learn (what ``load_digits`` reads),
-    without importing scikit-learn: that import alone takes ~1.5 s of a 30 s run's start-up.
+    without importing scikit-learn: that import alone is a sizeable part of a short run's
+    start-up (as measured: benchmarks/RESULTS.md, "Figures moved out of code comments").
     Falls back to ``sklearn.datasets.load_digits`` if the file is not where it used to be.
     """
     import importlib.util

@@ -85,8 +85,8 @@ class ImageDataset(Dataset):
             return self.transform.batch(image[None], [sample_seed(self.seed, epoch, j)])[0], target
         if self.transform is not None:
             # transforms draw from the default CPU generator: seed it for this sample, then put
-            # it back (the generator's own calls; torch.manual_seed also seeds every device, ~50x
-            # slower)
+            # it back (the generator's own calls; torch.manual_seed also seeds every device,
+            # which is much slower: benchmarks/RESULTS.md, "Figures moved out of code comments")
             gen = torch.default_generator
             saved = gen.get_state()
             gen.manual_seed(sample_seed(self.seed, epoch, j))

@@ -9,8 +9,9 @@ grayscale images to 8 bits (Pillow's own conversion clips them at 255). A bad fi
 inside the data loader: ``read_image`` returns it as a ``BadSample`` that the loader counts and
 the run reports; ``predict`` gets the ``DataError``.
 
-torchvision is imported inside the transform builders: it takes about a second to import (and
-imports triton), and reading images or building the data package should not pay for it.
+torchvision is imported inside the transform builders: it is slow to import (and imports
+triton; benchmarks/RESULTS.md, "Figures moved out of code comments"), and reading images or
+building the data package should not pay for it.
 """
 
 from __future__ import annotations
@@ -168,10 +169,11 @@ class DigitsJitter:
     bilinear, the background (-1) filling the border. No flips: a mirrored digit is another symbol.
 
     Written with ``F.affine_grid``/``F.grid_sample`` over a whole batch at once (``batch``) instead
-    of torchvision's per-image ``RandomAffine``: ~40x cheaper per epoch, and the embedded-digits run
-    never imports torchvision (~2 s of start-up). Each image's jitter is a pure function of its
-    sample seed (``sample_seed``), so a resumed run, any batch split and any worker count see the
-    same images.
+    of torchvision's per-image ``RandomAffine``: much cheaper per epoch, and the embedded-digits
+    run never imports torchvision, which would lengthen its start-up (as measured:
+    benchmarks/RESULTS.md, "Figures moved out of code comments"). Each image's jitter is a pure
+    function of its sample seed (``sample_seed``), so a resumed run, any batch split and any
+    worker count see the same images.
     """
 
     def __init__(self, degrees: float = 10.0, translate: float = 0.1,

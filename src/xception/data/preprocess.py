@@ -69,7 +69,9 @@ def load_image(path: str | Path, pre: Preprocess) -> torch.Tensor:
     if pre.crop_fraction is not None:
         return eval_transform(pre.image_size, pre.in_chans, pre.crop_fraction,
                               pre.interpolation)(im)
-    from torchvision.transforms.v2.functional import pil_to_tensor  # lazy: ~1 s, and imports triton
+    # lazy: torchvision is slow to import, and imports triton (benchmarks/RESULTS.md, "Figures
+    # moved out of code comments")
+    from torchvision.transforms.v2.functional import pil_to_tensor
 
     x = pil_to_tensor(im).float().unsqueeze(0)
     if pre.interpolation == "keras":

@@ -101,15 +101,16 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
 
     ``model`` itself is not changed. ``channels_last`` suits oneDNN (CPU) and cuDNN (GPU);
     pass False for ONNX export. ``compile=True`` adds ``torch.compile`` with freezing: the
-    fastest on CPU, but each new input shape costs a compilation (tens of seconds), so use it
+    fastest on CPU, but each new input shape costs a compilation, which is slow, so use it
     for long runs (evaluation, serving), not for a handful of images. ``kernels``: use the
     Triton kernels (``"auto"``: on a GPU with triton installed, and only where
     ``cuda_kernels_by_default()`` - off until a GPU correctness run is recorded). Whenever the
     kernels are used they are checked against the model first; any failure (compiling,
     launching, accuracy) warns and falls back to PyTorch's ops.
     ``dtype=torch.bfloat16`` stores weights and activations in bfloat16 (inputs and outputs
-    stay float32): on CPUs with AMX (Sapphire Rapids and later) about 3x faster, at about 1e-2
-    relative error instead of 1e-4 - an opt-in, never the default.
+    stay float32): on CPUs with AMX (Sapphire Rapids and later) much faster, at a bfloat16-sized
+    relative error instead of 1e-4 - an opt-in, never the default (the figures as measured:
+    benchmarks/RESULTS.md, "Figures moved out of code comments").
     ``verify`` compares the result with the eval-mode model on one random 75 px batch and, if
     they differ by more than the tolerance (1e-4; 3e-2 in bfloat16), warns and returns the
     plain eval-mode copy instead.
