@@ -2,9 +2,10 @@
 
 No argument parsing here: the CLI builds a ``RunConfig`` and calls ``fit``; tests and experiments
 call the same function. A run is set up (data, model, ``TrainState``, ``Engine``), trained epoch
-by epoch, and finished (weights, metrics). The pieces live next door: ``state`` (what a resume
-restores), ``engine`` (one step), ``checkpoint`` (files), ``signals`` (stopping on SIGTERM),
-``optimizers`` (LR rules), ``runlog`` (logs, metrics files, TensorBoard), and
+by epoch, and finished (weights, metrics). The pieces live next door: ``batches`` (datasets and
+loaders), ``state`` (what a resume restores), ``engine`` (one step), ``checkpoint`` (files),
+``signals`` (stopping on SIGTERM), ``optimizers`` (LR rules), ``runlog`` (logs, metrics files,
+TensorBoard), ``runfolder`` (the folder's lock, config.json, clean-up), and
 ``xception.distributed`` (torchrun) and ``xception.evaluation`` (the evaluation pass).
 """
 
@@ -20,19 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
 
 from ..allocator import keep_freed_memory
 from ..config import ModelConfig, RunConfig, fit_to_data
 from ..config.loader import section_dict
-from ..data import DatasetInfo, EvalBatches, TrainBatches, build_datasets, make_loader
-from ..data.loading import shutdown_workers
+from ..data import DatasetInfo, TrainBatches
 from ..distributed import DistContext, any_rank, barrier, broadcast_buffers, setup, teardown
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..evaluation import autocast_dtype
 from ..models import build_model
 from ..weights import save_weights
-from .bn_stats import recalibration_loader
+from .batches import RunData, build_run_datasets
 from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from .engine import Engine, make_ema, train_step
 from .epoch import check_bad, epoch_row, record_step
@@ -111,50 +110,13 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None,
 
 
 @dataclass
-class _Data:
-    """The training batches (this process's share of each global step) and the validation shard."""
-
-    info: DatasetInfo
-    sampler: TrainBatches
-    train: DataLoader
-    val: DataLoader
-    recal: DataLoader | None = None  # train.bn_recalibration's fixed training batches
-
-    @classmethod
-    def build(cls, cfg: RunConfig, ctx: DistContext, train_ds: Dataset, val_ds: Dataset,
-              info: DatasetInfo) -> _Data:
-        train_cfg, world = cfg.train, ctx.world_size
-        batch, accum = train_cfg.batch_size, train_cfg.accum_steps
-        sampler = TrainBatches(len(train_ds), batch, world, ctx.rank, accum, seed=train_cfg.seed)
-        if sampler.steps_per_epoch == 0:  # the sampler's own limit: BatchNorm needs 2 per part
-            raise DataError(f"{len(train_ds)} training images are too few for a global batch of "
-                            f"{batch} split {world * accum} ways (each part needs >= 2 images)")
-        loader_kw = {"num_workers": cfg.data.num_workers, "prefetch_factor": cfg.data.prefetch_factor}
-        train = make_loader(train_ds, batch, batch_sampler=sampler, **loader_kw)
-        eval_batch = train_cfg.eval_batch_size
-        val = make_loader(val_ds, eval_batch,
-                          batch_sampler=EvalBatches(len(val_ds), eval_batch, world, ctx.rank),
-                          **loader_kw)
-        recal = None
-        if train_cfg.bn_recalibration:  # each process's BatchNorm sees micro-batches of this size
-            recal = recalibration_loader(train_ds, max(2, batch // (world * accum)),
-                                         train_cfg.bn_recalibration, train_cfg.seed)
-        return cls(info, sampler, train, val, recal)
-
-    def close(self) -> None:
-        """End the loaders' worker processes (persistent ones would outlive the run)."""
-        for loader in (self.train, self.val):  # the recalibration loader has no workers
-            shutdown_workers(loader)
-
-
-@dataclass
 class _Run:
     """One training run: ``set_up`` -> ``train`` (epochs) -> ``finish``."""
 
     cfg: RunConfig
     out_dir: Path | None
     engine: Engine
-    data: _Data
+    data: RunData
     log: RunLog                       # the one logger: rank 0 reports, the others stay silent
     interrupted: bool = False
     start: float = field(default_factory=time.perf_counter)
@@ -180,11 +142,11 @@ class _Run:
         # fit checked that a fresh run's folder is new
         checkpoint = load_checkpoint(out_dir, warn=run_log) if resume else None
         seed_everything(train_cfg.seed)
-        train_ds, val_ds, info = _datasets(cfg, ctx)
+        train_ds, val_ds, info = build_run_datasets(cfg, ctx)
         model_cfg = fit_to_data(cfg, info.num_classes, info.preprocess.in_chans, info.multi_label)
         raw = _model(model_cfg, ctx, train_cfg.channels_last)
         torch.manual_seed(train_cfg.seed + ctx.rank)  # dropout masks differ across processes
-        data = _Data.build(cfg, ctx, train_ds, val_ds, info)
+        data = RunData.build(cfg, ctx, train_ds, val_ds, info)
         lr = scaled_lr(cfg.optimizer, train_cfg.batch_size)
         dtype = autocast_dtype(train_cfg.precision, ctx.device)
         # said before the optimizer is built: the first torch.optim optimizer imports
@@ -303,16 +265,6 @@ class _Run:
                          global_step=state.progress.global_step)
 
 
-def _datasets(cfg: RunConfig, ctx: DistContext) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """Training and validation sets and their description (rank 0 downloads first)."""
-    if cfg.data.download and not ctx.is_main:
-        barrier(ctx)  # rank 0 downloads first
-    train_ds, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
-    if cfg.data.download and ctx.is_main:
-        barrier(ctx)
-    return train_ds, val_ds, info
-
-
 def _model(model_cfg: ModelConfig, ctx: DistContext, channels_last: bool) -> nn.Module:
     """The freshly initialised model on the run's device."""
     raw = build_model(model_cfg).to(ctx.device)
@@ -352,7 +304,7 @@ def _engine(cfg: RunConfig, state: TrainState, info: DatasetInfo, dtype: torch.d
                   num_classes=info.num_classes)
 
 
-def _intro(cfg: RunConfig, ctx: DistContext, model: nn.Module, data: _Data, lr: float,
+def _intro(cfg: RunConfig, ctx: DistContext, model: nn.Module, data: RunData, lr: float,
            dtype: torch.dtype | None, checkpoint: dict | None) -> str:
     """The run's first line: what trains on what, how long, how the batch splits."""
     train_cfg, world = cfg.train, ctx.world_size
