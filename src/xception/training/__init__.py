@@ -1,5 +1,6 @@
-"""Training: the run config and recipes, ``fit`` (one CPU to torchrun), the train state and
-its checkpoints, the step engine, optimizers and schedules, the run log."""
+"""Training: recipes, ``fit`` (one CPU to torchrun), the train state and its checkpoints, the
+step engine, optimizers and schedules, the run log. ``RunConfig`` and ``apply_overrides`` (from
+``xception.config``) are handed on here, beside the ``fit`` they feed."""
 
 from ..config import RunConfig, apply_overrides
 from .fit import FitResult, fit
