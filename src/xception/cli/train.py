@@ -105,4 +105,6 @@ def run(args: argparse.Namespace) -> int:
     final = result.final
     print(f"final val top-1: {100 * final['val_top1']:.2f}% (top-5 {100 * final['val_top5']:.2f}%,"
           f" {final['epoch']} epochs, {result.seconds:.0f} s)")
+    if "test_top1" in final:  # data.val_holdout: the test split, evaluated once
+        print(f"test top-1 (evaluated once, after the last epoch): {100 * final['test_top1']:.2f}%")
     return 0

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DataError
 from .builtin import (
     default_cache_dir,
+    holdout_indices,
     load_cifar,
     load_digits_images,
     split_indices,
@@ -135,16 +136,48 @@ def _files(cfg: DataSection) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
             info)
 
 
-def build_datasets(cfg: DataSection, seed: int = 0) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
-    """(train, val, info) for the configured dataset; ``seed`` seeds the training augmentation."""
+@dataclass(frozen=True)
+class Splits:
+    """A run's images: training, validation (what a run is judged and tuned on) and, when the
+    validation split is held out of the training images, the test split (reported once)."""
+
+    train: ImageDataset
+    val: ImageDataset
+    info: DatasetInfo
+    test: ImageDataset | None = None
+
+
+HAS_TEST_SPLIT = ("fashion-mnist", "mnist", "cifar10", "cifar100")  # official train/test
+
+
+def build_splits(cfg: DataSection, seed: int = 0) -> Splits:
+    """The configured dataset's splits; ``seed`` seeds the training augmentation. With
+    ``data.val_holdout`` the validation images come out of the training set (the evaluation
+    transform, no augmentation) and the official test split becomes ``test``."""
     if cfg.name not in BUILDERS:
         raise DataError(f"unknown dataset {cfg.name!r}; available: {sorted(BUILDERS)}")
     if cfg.name not in NAMED and not cfg.root:
         raise DataError(f"data.name={cfg.name!r} needs data.root (or --data PATH)")
+    if cfg.val_holdout and cfg.name not in HAS_TEST_SPLIT:
+        raise DataError(f"data.val_holdout applies to {', '.join(HAS_TEST_SPLIT)} (a test split "
+                        f"besides the training images); {cfg.name} has none")
     train, val, info = BUILDERS[cfg.name](cfg)
+    test = None
+    if cfg.val_holdout:
+        labels = np.asarray(train.targets())
+        rest, held = holdout_indices(labels, cfg.val_holdout, cfg.split_seed)
+        test, val = val, ImageDataset(train.source, val.transform, train.num_classes,
+                                      train.multi_label, indices=train.indices[held])
+        train = train.select(rest)
     train = _subset(train, cfg.train_subset, cfg.split_seed).with_seed(seed)
     val = _subset(val, cfg.val_subset, cfg.split_seed + 1)
-    return train, val, info
+    return Splits(train, val, info, test)
+
+
+def build_datasets(cfg: DataSection, seed: int = 0) -> tuple[ImageDataset, ImageDataset, DatasetInfo]:
+    """(train, val, info) for the configured dataset (``build_splits`` without the test split)."""
+    splits = build_splits(cfg, seed)
+    return splits.train, splits.val, splits.info
 
 
 BUILDERS = {"digits": _digits, "fashion-mnist": _idx, "mnist": _idx, "cifar10": _cifar,

@@ -33,6 +33,25 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[n
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def holdout_indices(labels: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held out): ``count`` images held out, stratified (each class in proportion,
+    largest remainders rounded up), chosen by ``seed`` alone: the same split on every machine."""
+    if not 0 < count < len(labels):
+        raise DataError(f"data.val_holdout={count} must be between 1 and the {len(labels)} "
+                        "training images")
+    classes, sizes = np.unique(labels, return_counts=True)
+    exact = sizes * count / len(labels)
+    take = np.floor(exact).astype(int)
+    take[np.argsort(take - exact, kind="stable")[:count - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    rest, held = [], []
+    for label, n in zip(classes, take, strict=True):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        held.append(idx[:n])
+        rest.append(idx[n:])
+    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+
+
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits: (1797, 8, 8) float images in 0..16 and their labels.
 

@@ -17,6 +17,7 @@ DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "imagefol
 RANGES: dict[str, Range] = {
     "data.image_size": (lambda v: v >= 8, ">= 8"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "data.val_holdout": (lambda v: v >= 0, ">= 0 (images; 0: the test split validates)"),
     "data.train_subset": (lambda v: v >= 0, ">= 0"),
     "data.val_subset": (lambda v: v >= 0, ">= 0"),
     "data.min_crop_scale": (lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -39,6 +40,10 @@ class DataSection:
     val_split: str = "val"
     image_size: int = 32          # digits are 8x8; upsampled so the 32 px model sees them
     val_fraction: float = 0.2     # digits: held out with a fixed, stratified, seeded split
+    val_holdout: int = 0          # sets with a test split (MNIST, Fashion-MNIST, CIFAR): >0 holds
+    #                               out this many training images (stratified, split_seed) as the
+    #                               validation split; the test split is then evaluated once, at
+    #                               the end (what budgets and recipes are chosen on is not it)
     split_seed: int = 0
     train_subset: int = 0         # >0: keep only this many training images (budgets, tests)
     val_subset: int = 0           # >0: keep only this many validation images

@@ -8,36 +8,38 @@ from dataclasses import dataclass
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import RunConfig
-from ..data import DatasetInfo, EvalBatches, TrainBatches, build_datasets, make_loader
+from ..data import DatasetInfo, EvalBatches, Splits, TrainBatches, build_splits, make_loader
 from ..data.loading import shutdown_workers
 from ..distributed import DistContext, barrier
 from ..errors import DataError
 from .bn_stats import recalibration_loader
 
 
-def build_run_datasets(cfg: RunConfig, ctx: DistContext) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """Training and validation sets and their description (rank 0 downloads first)."""
+def build_run_splits(cfg: RunConfig, ctx: DistContext) -> Splits:
+    """Training, validation (and a held-out run's test) sets (rank 0 downloads first)."""
     if cfg.data.download and not ctx.is_main:
         barrier(ctx)  # rank 0 downloads first
-    train_ds, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
+    splits = build_splits(cfg.data, cfg.train.seed)
     if cfg.data.download and ctx.is_main:
         barrier(ctx)
-    return train_ds, val_ds, info
+    return splits
 
 
 @dataclass
 class RunData:
-    """The training batches (this process's share of each global step) and the validation shard."""
+    """The training batches (this process's share of each global step), the validation shard
+    and, where the validation images were held out of the training set, the test shard."""
 
     info: DatasetInfo
     sampler: TrainBatches
     train: DataLoader
     val: DataLoader
     recal: DataLoader | None = None  # train.bn_recalibration's fixed training batches
+    test: DataLoader | None = None   # data.val_holdout: the test split, evaluated once at the end
 
     @classmethod
-    def build(cls, cfg: RunConfig, ctx: DistContext, train_ds: Dataset, val_ds: Dataset,
-              info: DatasetInfo) -> RunData:
+    def build(cls, cfg: RunConfig, ctx: DistContext, splits: Splits) -> RunData:
+        train_ds, val_ds, info = splits.train, splits.val, splits.info
         train_cfg, world = cfg.train, ctx.world_size
         batch, accum = train_cfg.batch_size, train_cfg.accum_steps
         sampler = TrainBatches(len(train_ds), batch, world, ctx.rank, accum, seed=train_cfg.seed)
@@ -47,16 +49,21 @@ class RunData:
         loader_kw = {"num_workers": cfg.data.num_workers, "prefetch_factor": cfg.data.prefetch_factor}
         train = make_loader(train_ds, batch, batch_sampler=sampler, **loader_kw)
         eval_batch = train_cfg.eval_batch_size
-        val = make_loader(val_ds, eval_batch,
-                          batch_sampler=EvalBatches(len(val_ds), eval_batch, world, ctx.rank),
-                          **loader_kw)
+
+        def shard(dataset: Dataset) -> DataLoader:
+            return make_loader(dataset, eval_batch, **loader_kw, batch_sampler=EvalBatches(
+                len(dataset), eval_batch, world, ctx.rank))
+
+        val = shard(val_ds)
+        test = shard(splits.test) if splits.test is not None else None
         recal = None
         if train_cfg.bn_recalibration:  # each process's BatchNorm sees micro-batches of this size
             recal = recalibration_loader(train_ds, max(2, batch // (world * accum)),
                                          train_cfg.bn_recalibration, train_cfg.seed)
-        return cls(info, sampler, train, val, recal)
+        return cls(info, sampler, train, val, recal, test)
 
     def close(self) -> None:
         """End the loaders' worker processes (persistent ones would outlive the run)."""
-        for loader in (self.train, self.val):  # the recalibration loader has no workers
-            shutdown_workers(loader)
+        for loader in (self.train, self.val, self.test):  # the recalibration loader has none
+            if loader is not None:
+                shutdown_workers(loader)

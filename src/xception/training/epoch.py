@@ -56,24 +56,35 @@ def epoch_row(engine: Engine, val_loader: DataLoader, info: DatasetInfo, epoch: 
     loss_sum, correct, seen, bad, skipped = all_sum(ctx, progress.sums())
     images_here = all_sum(ctx, [images_here])[0]
     if recal_loader is not None:
-        for net in (train_state.model, *((train_state.ema.module,) if train_state.ema is not None else ())):
+        ema = (train_state.ema.module,) if train_state.ema is not None else ()
+        for net in (train_state.model, *ema):
             recalibrate(net, recal_loader, epoch, engine.device, engine.memory_format, engine.dtype)
     broadcast_buffers(ctx, train_state.model)  # every rank evaluates rank 0's BatchNorm statistics
-    kw = {"ctx": ctx, "dtype": engine.dtype, "class_weights": info.class_weights}
-    val = evaluate(train_state.model, val_loader, engine.device, engine.channels_last, **kw)
+    scores, val = split_scores(engine, val_loader, info, "val")
     row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-           "train_top1": correct / max(seen, 1), "val_loss": val["loss"], "val_top1": val["top1"],
-           "val_top5": val["top5"]}
-    if info.multi_label:
-        row |= {"val_map100": val["map100"], "val_map": val["map"]}
-    if train_state.ema is not None:
-        broadcast_buffers(ctx, train_state.ema.module)
-        ema_val = evaluate(train_state.ema.module, val_loader, engine.device, engine.channels_last, **kw)
-        row |= {f"ema_val_{k}": ema_val[k] for k in ("loss", "top1", "top5", "map100", "map")
-                if k in ema_val}
+           "train_top1": correct / max(seen, 1), **scores}
     return row | {"lr": train_state.optimizer.param_groups[0]["lr"], "steps": progress.global_step,
                   "train_img_per_s": images_here / max(train_s, 1e-9),
                   "epoch_seconds": train_s, "peak_mem_mb": peak_memory_mb(engine.device),
                   "train_count": int(seen), "train_bad": int(bad), "val_count": val["count"],
                   "val_bad": val["bad"],
                   "skipped_steps": int(skipped)}
+
+
+def split_scores(engine: Engine, loader: DataLoader, info: DatasetInfo, split: str
+                 ) -> tuple[dict, dict]:
+    """``{split}_loss/top1/top5`` (and MAP@100 / mAP for multi-label data), then the EMA's as
+    ``ema_{split}_...``; and the raw weights' whole evaluation (counts of read and bad images).
+    Every process takes part (the sums are all-reduced)."""
+    train_state = engine.state
+    kw = {"ctx": train_state.ctx, "dtype": engine.dtype, "class_weights": info.class_weights}
+    raw = evaluate(train_state.model, loader, engine.device, engine.channels_last, **kw)
+    scores = {f"{split}_{k}": raw[k] for k in ("loss", "top1", "top5")}
+    if info.multi_label:
+        scores |= {f"{split}_map100": raw["map100"], f"{split}_map": raw["map"]}
+    if train_state.ema is not None:
+        broadcast_buffers(train_state.ctx, train_state.ema.module)
+        ema = evaluate(train_state.ema.module, loader, engine.device, engine.channels_last, **kw)
+        scores |= {f"ema_{split}_{k}": ema[k] for k in ("loss", "top1", "top5", "map100", "map")
+                   if k in ema}
+    return scores, raw

@@ -31,10 +31,10 @@ from ..errors import ConfigError
 from ..evaluation import autocast_dtype
 from ..models import build_model
 from ..weights import save_weights
-from .batches import RunData, build_run_datasets
+from .batches import RunData, build_run_splits
 from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from .engine import Engine, make_ema, train_step
-from .epoch import check_bad, epoch_row, record_step
+from .epoch import check_bad, epoch_row, record_step, split_scores
 from .optimizers import build_optimizer, build_scheduler, scaled_lr
 from .runfolder import RunFolder
 from .runlog import RunLog, check_tensorboard
@@ -142,11 +142,12 @@ class _Run:
         # fit checked that a fresh run's folder is new
         checkpoint = load_checkpoint(out_dir, warn=run_log) if resume else None
         seed_everything(train_cfg.seed)
-        train_ds, val_ds, info = build_run_datasets(cfg, ctx)
+        splits = build_run_splits(cfg, ctx)
+        info = splits.info
         model_cfg = fit_to_data(cfg, info.num_classes, info.preprocess.in_chans, info.multi_label)
         raw = _model(model_cfg, ctx, train_cfg.channels_last)
         torch.manual_seed(train_cfg.seed + ctx.rank)  # dropout masks differ across processes
-        data = RunData.build(cfg, ctx, train_ds, val_ds, info)
+        data = RunData.build(cfg, ctx, splits)
         lr = scaled_lr(cfg.optimizer, train_cfg.batch_size)
         dtype = autocast_dtype(train_cfg.precision, ctx.device)
         # said before the optimizer is built: the first torch.optim optimizer imports
@@ -248,6 +249,13 @@ class _Run:
         broadcast_buffers(ctx, state.model)
         if state.ema is not None:
             broadcast_buffers(ctx, state.ema.module)
+        if self.data.test is not None and state.history and not self.interrupted:
+            # data.val_holdout: the test split, once, with the final weights (and statistics)
+            scores, _ = split_scores(self.engine, self.data.test, self.data.info, "test")
+            state.history[-1] |= scores
+            self.log("test (once, after the last epoch): " + "  ".join(
+                f"{key} {100 * value:.2f}%" if "top" in key else f"{key} {value:.4f}"
+                for key, value in scores.items()))
         if out_dir is not None and ctx.is_main and state.history:
             self.log.write_metrics(state.history, curves=True)
             if not self.interrupted:
