@@ -441,8 +441,11 @@ def test_a_run_record_holds_what_the_run_saw():
     result = SimpleNamespace(model=net, history=history,
                              info=SimpleNamespace(preprocess=SimpleNamespace(in_chans=3)))
     record = run_record(experiment, variant, 3, "k", cfg, result, 12.5)
-    assert list(record) == ["key", "experiment", "variant", "seed", "overrides", "params", "macs",
-                            "history", "final_top1", "best_top1", "img_per_s", "seconds"]
+    assert list(record) == ["key", "experiment", "variant", "seed", "overrides", "config",
+                            "environment", "params", "macs", "history", "final_top1", "best_top1",
+                            "test_top1", "img_per_s", "seconds"]
+    assert record["test_top1"] is None  # no held-out validation split: no test evaluation
+    assert record["config"] == cfg.to_dict()  # data, split, budget, model: the record stands alone
     assert (record["key"], record["experiment"], record["variant"], record["seed"]) == \
         ("k", "residual", "residual", 3)
     assert record["overrides"] == cfg.model.overrides

@@ -3,11 +3,12 @@ time ratios against the peers, a table."""
 
 from __future__ import annotations
 
-import contextlib
 import platform
 from dataclasses import dataclass, field
 
 import torch
+
+from ..provenance import cpu_name
 
 PEERS = ("timm", "inception")
 
@@ -43,14 +44,6 @@ def environment(device: torch.device) -> dict:
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
     return env
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def ratios(results: dict[str, dict[str, Entry]]) -> dict:

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reuse", dest="reuse", action="store_false",
                    help="train every run here even when an experiment beside --out already "
                    "trained the same network with the same budget and seed (copied by default)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the tables, plots and report from the runs already "
+                   "in --out's runs.jsonl (each run's own environment is stated)")
     p.set_defaults(func=run)
 
 
@@ -49,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:  # epochs high enough never to end the run first
         sets[:0] = [f"train.max_steps={args.steps}", f"train.epochs={max(args.steps, 1)}"]
     run_experiment(args.name, args.seeds, sets, args.out, args.match_params,
-                   command="xception " + shlex.join(sys.argv[1:]), reuse=args.reuse)
+                   command="xception " + shlex.join(sys.argv[1:]), reuse=args.reuse,
+                   report_only=args.report_only)
     return 0

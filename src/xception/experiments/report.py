@@ -11,11 +11,8 @@ numbers.
 from __future__ import annotations
 
 import math
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
 
 from .budget import budget_reason
 from .definitions import Experiment, Test
@@ -108,9 +105,7 @@ def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: lis
 
 def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], seconds: float,
              command: str) -> list[str]:
-    """The setup lines of the report: data, budget, model, seeds, machine, time."""
-    from ..bench.results import cpu_name
-
+    """The setup lines of the report: data, budget, model, seeds, each run's environment, time."""
     train, data = base.train, base.data
     length = f"{train.max_steps} steps" if train.max_steps else f"{train.epochs} epochs"
     return [
@@ -124,14 +119,32 @@ def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], 
         f"model: {base.model.name} with {base.model.overrides}",
         f"seeds: {', '.join(map(str, range(seeds)))} (initialisation, data order, augmentation)",
         f"why this budget: {budget_reason(data.name)}",
-        f"machine: {platform.machine()} ({cpu_name()}), {train.threads or torch.get_num_threads()} "
-        "CPU thread(s) per run, "
-        f"Python {platform.python_version()}, torch {torch.__version__}",
+        *environment_lines(records),
         f"time: {sum(record['seconds'] for record in records):.0f} s of training and evaluation over "
         f"{len(records)} runs (each timed when it ran); this invocation took {seconds:.0f} s, "
         "reusing runs already in runs.jsonl",
         *shared_line(records),
     ]
+
+
+def environment_lines(records: list[dict]) -> list[str]:
+    """Each run's own environment (a copied or older run keeps its own), grouped: machine,
+    threads, Python and torch, code commit, numerics version."""
+    groups: dict[str, int] = {}
+    for record in records:
+        env = record.get("environment")
+        if env is None:
+            text = ("not recorded (made before run records carried their environment and "
+                    "numerics version)")
+        else:
+            code = env["commit"][:10] if env.get("commit") else "unknown"
+            text = (f"{env['machine']} ({env['cpu']}), {env['threads']} CPU thread(s), Python "
+                    f"{env['python']}, torch {env['torch']}, code {code}"
+                    f"{' with uncommitted changes' if env.get('dirty') else ''}, numerics "
+                    f"version {env['numerics']}")
+        groups[text] = groups.get(text, 0) + 1
+    return [f"environment of {count} of {len(records)} runs: {text}"
+            for text, count in groups.items()]
 
 
 def shared_line(records: list[dict]) -> list[str]:

@@ -25,9 +25,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import ModelSection, RunConfig, merge_changes, parse_assignments
 from ..errors import ConfigError
 from ..files import atomic_write_text
+from ..provenance import NUMERICS_VERSION, environment
 from ..training.fit import FitResult, fit
 from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, count_macs
 from .definitions import Experiment, Variant, get_experiment
@@ -48,10 +51,11 @@ def base_config(overrides: list[str] = ()) -> RunConfig:
 
 def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Path | None = None,
         match_params: bool = False, log: Callable[[str], None] = print,
-        command: str | None = None, reuse: bool = True) -> Path:
+        command: str | None = None, reuse: bool = True, report_only: bool = False) -> Path:
     """Run experiment ``name`` and write its results; returns the output folder. ``reuse``:
     copy runs of the same network, budget and seed from the experiments beside ``out_dir``
-    instead of training them again (module docstring)."""
+    instead of training them again (module docstring). ``report_only``: train nothing; write
+    the tables, plots and report from the runs already in ``out_dir/runs.jsonl``."""
     base = base_config(list(overrides))
     experiment = get_experiment(name, base.model.name, base.model.overrides, match_params)
     out = Path(out_dir or Path("experiments") / experiment.name)
@@ -59,7 +63,10 @@ def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Pat
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     log(f"experiment {experiment.name}: {len(experiment.variants)} variants x {seeds} seeds -> {out}")
     started = time.perf_counter()
-    records = run_experiment(experiment, base, list(range(seeds)), out, log, reuse)
+    if report_only:
+        records = recorded_runs(experiment, list(range(seeds)), out / "runs.jsonl")
+    else:
+        records = run_experiment(experiment, base, list(range(seeds)), out, log, reuse)
     rows = summarize(records)
     outcomes = evaluate(experiment, records)
     atomic_write_text(out / "results.md", to_markdown(rows))
@@ -80,7 +87,10 @@ def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int) -> Run
 
 
 def run_key(cfg: RunConfig) -> str:
-    return hashlib.sha1(cfg.to_json().encode()).hexdigest()[:16]
+    """The identity of a run: its full config and the code's numerics version, so a record made
+    before a change of the arithmetic is not found again (``provenance.NUMERICS_VERSION``)."""
+    identity = f"{cfg.to_json()}\nnumerics {NUMERICS_VERSION}"
+    return hashlib.sha1(identity.encode()).hexdigest()[:16]
 
 
 def model_identity(cfg: RunConfig) -> str:
@@ -88,6 +98,7 @@ def model_identity(cfg: RunConfig) -> str:
     ``{"residual": True}`` and ``{"mid_activation": None}`` (both the default network) match."""
     resolved = cfg.to_dict()
     resolved["model"] = {"name": cfg.model.name, "config": asdict(cfg.model.config)}
+    resolved["numerics"] = NUMERICS_VERSION
     return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -126,12 +137,18 @@ def run_record(experiment: Experiment, variant: Variant, seed: int, key: str, cf
     return {
         "key": key, "experiment": experiment.name, "variant": variant.name, "seed": seed,
         "overrides": cfg.model.overrides,
+        # everything the run was (data, split, budget, optimizer, schedule, BatchNorm handling,
+        # augmentation, model) and what it ran on: the record stands on its own
+        "config": cfg.to_dict(),
+        "environment": environment(cfg.train.threads or torch.get_num_threads()),
         "params": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
         "macs": count_macs(result.model, cfg.data.image_size, result.info.preprocess.in_chans),
         "history": [{k: epoch[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
                     for epoch in history],
         "final_top1": history[-1]["val_top1"],
         "best_top1": max(epoch["val_top1"] for epoch in history),
+        # data.val_holdout: the test split, evaluated once after the last epoch (else None)
+        "test_top1": history[-1].get("test_top1"),
         "img_per_s": sum(epoch["train_img_per_s"] for epoch in steady) / len(steady),
         "seconds": seconds,
     }
@@ -156,6 +173,19 @@ def read_records(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def recorded_runs(experiment: Experiment, seeds: list[int], path: Path) -> list[dict]:
+    """The recorded run of every variant and seed, in variant-then-seed order, whatever code
+    made it (the report states each run's environment); the newest where there are several."""
+    latest = {(record["variant"], record["seed"]): record for record in read_records(path)}
+    wanted = [(variant.name, seed) for variant in experiment.variants for seed in seeds]
+    missing = [f"{variant} seed {seed}" for variant, seed in wanted if (variant, seed) not in latest]
+    if missing:
+        raise ConfigError(f"{path} has no run of {', '.join(missing[:5])}"
+                          f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}; "
+                          "run the experiment without --report-only to train them")
+    return [latest[pair] for pair in wanted]
 
 
 def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], out_dir: Path,
