@@ -441,7 +441,7 @@ def test_a_run_record_holds_what_the_run_saw():
     result = SimpleNamespace(model=net, history=history,
                              info=SimpleNamespace(preprocess=SimpleNamespace(in_chans=3)))
     record = run_record(experiment, variant, 3, "k", cfg, result, 12.5)
-    assert list(record) == ["key", "experiment", "variant", "seed", "overrides", "config",
+    assert list(record) == ["key", "experiment", "variant", "seed", "overrides", "settings", "config",
                             "environment", "params", "macs", "history", "final_top1", "best_top1",
                             "test_top1", "img_per_s", "seconds"]
     assert record["test_top1"] is None  # no held-out validation split: no test evaluation
@@ -463,5 +463,6 @@ def test_a_run_record_holds_what_the_run_saw():
     none_cfg = variant_config(base, none.overrides, 3)
     copied = reused_record({**record, "reused_from": origin}, "k2", other, none, none_cfg)
     assert copied == {**record, "key": "k2", "experiment": "activation", "variant": "none",
-                      "overrides": none_cfg.model.overrides, "reused_from": origin}
+                      "overrides": none_cfg.model.overrides, "settings": {},
+                      "reused_from": origin}
     assert copied["overrides"] != record["overrides"]

@@ -79,3 +79,19 @@ def test_a_report_states_each_runs_own_environment():
     assert f"torch {env['torch']}" in lines[0] and "torch 2.99.0" in lines[1]
     assert "not recorded" in lines[2] and all("of 3 runs" in line for line in lines)
 
+
+
+def test_a_variant_can_change_the_model_and_other_settings():
+    from xception.experiments import base_config
+    from xception.experiments.runner import run_key, variant_config
+
+    base = base_config(TINY_RUN)
+    same = variant_config(base, {"residual": False}, 2)
+    assert same.model.name == base.model.name and same.model.overrides["residual"] is False
+    assert same.model.overrides["stem_channels"] == base.model.overrides["stem_channels"]
+    other = variant_config(base, {"dropout": 0.1}, 2, {"model": {"name": "inception_v3"},
+                                                       "data": {"train_subset": 16, "image_size": 80}})
+    assert other.model.name == "inception_v3" and dict(other.model.overrides) == {"dropout": 0.1}
+    assert other.data.train_subset == 16 and other.train.seed == 2
+    assert run_key(variant_config(base, {}, 2, {"data": {"train_subset": 16}})) != \
+        run_key(variant_config(base, {}, 2))

@@ -18,8 +18,13 @@ from .budget import count_parameters, match_parameters, segment_points
 
 @dataclass(frozen=True)
 class Variant:
+    """One network (and, where an experiment varies them, its own run settings) to train."""
+
     name: str
-    overrides: dict[str, Any] = field(default_factory=dict)  # XceptionConfig fields
+    overrides: dict[str, Any] = field(default_factory=dict)  # fields of the model's config
+    # other run settings, as typed changes ({"model": {"name": ...}, "data": {...}}); a variant
+    # that names another model than the budget's takes only its own ``overrides``
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

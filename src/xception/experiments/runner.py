@@ -21,13 +21,13 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ModelSection, RunConfig, merge_changes, parse_assignments
+from ..config import RunConfig, merge_changes, parse_assignments, with_changes
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..provenance import NUMERICS_VERSION, environment
@@ -81,9 +81,16 @@ def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Pat
     return out
 
 
-def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int) -> RunConfig:
-    model = ModelSection(base.model.name, {**base.model.overrides, **overrides})
-    return replace(base, model=model, train=replace(base.train, seed=seed, progress=False))
+def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int,
+                   settings: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """The budget ``base`` with a variant's model overrides, its other settings and the seed."""
+    settings = settings or {}
+    name = settings.get("model", {}).get("name", base.model.name)
+    inherited = base.model.overrides if name == base.model.name else {}
+    changes = {section: values for section, values in settings.items() if section != "model"}
+    changes["model"] = {"name": name, "overrides": {**inherited, **overrides}}
+    changes["train"] = {**changes.get("train", {}), "seed": seed, "progress": False}
+    return with_changes(base, changes)  # one new config, validated once
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -117,7 +124,8 @@ def shared_runs(base: RunConfig, out_dir: Path, log: Callable[[str], None]) -> d
             continue
         for record in records:
             try:
-                cfg = variant_config(base, record["overrides"], record["seed"])
+                cfg = variant_config(base, record["overrides"], record["seed"],
+                                     record.get("settings"))
             except (KeyError, TypeError, ValueError):
                 continue
             if run_key(cfg) == record.get("key"):
@@ -136,7 +144,7 @@ def run_record(experiment: Experiment, variant: Variant, seed: int, key: str, cf
     steady = history[1:] or history
     return {
         "key": key, "experiment": experiment.name, "variant": variant.name, "seed": seed,
-        "overrides": cfg.model.overrides,
+        "overrides": cfg.model.overrides, "settings": variant.settings,
         # everything the run was (data, split, budget, optimizer, schedule, BatchNorm handling,
         # augmentation, model) and what it ran on: the record stands on its own
         "config": cfg.to_dict(),
@@ -159,7 +167,7 @@ def reused_record(twin: dict, key: str, experiment: Experiment, variant: Variant
     """``twin`` (a neighbouring experiment's run of the same network, budget and seed, with its
     ``reused_from``) as this experiment's run ``key`` of ``variant``."""
     return {**twin, "key": key, "experiment": experiment.name, "variant": variant.name,
-            "overrides": cfg.model.overrides}
+            "overrides": cfg.model.overrides, "settings": variant.settings}
 
 
 def append_record(path: Path, record: dict) -> dict:
@@ -199,7 +207,7 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
     records, total = [], len(experiment.variants) * len(seeds)
     for variant in experiment.variants:
         for seed in seeds:
-            cfg = variant_config(base, variant.overrides, seed)
+            cfg = variant_config(base, variant.overrides, seed, variant.settings)
             key = run_key(cfg)
             tag = f"[{len(records) + 1}/{total}] {variant.name}, seed {seed}"
             if key in done:
