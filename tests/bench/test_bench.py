@@ -97,3 +97,23 @@ def test_training_step_updates_with_fit_s_fused_kernel(monkeypatch):
     step = _train_step(model, x, y, BenchSettings(device="cpu"), torch.device("cpu"))
     step()
     assert calls
+
+
+def test_side_by_side_training_times_every_model_in_turns(monkeypatch, tiny):
+    import xception.bench.timing as timing
+    from xception import create_model
+
+    order: list[str] = []
+    time_round_robin = timing._time_round_robin
+
+    def recording(steps, entries, settings, device, log):
+        wrapped = {name: (lambda name=name, step=step: (order.append(name), step())[1])
+                   for name, step in steps.items()}
+        return time_round_robin(wrapped, entries, settings, device, log)
+
+    monkeypatch.setattr(timing, "_time_round_robin", recording)
+    models = {"a": create_model("xception_small", num_classes=4, in_chans=1, **tiny),
+              "b": create_model("xception_small", num_classes=4, in_chans=1, residual=False, **tiny)}
+    rates = timing.side_by_side_training(models, (1, 32, 32), 4, batch=4, reps=3, warmup=1)
+    assert set(rates) == {"a", "b"} and all(rate > 0 for rate in rates.values())
+    assert order == ["a", "b"] * 3  # in turns, one step each per repetition

@@ -315,3 +315,28 @@ def _prepare(name: str, mode: str, ours: nn.Module, batch: int, s: BenchSettings
         _sync(device)
         entry.peak_mb = (torch.cuda.max_memory_allocated(device) - idle) / 2**20
     return step
+
+
+def side_by_side_training(models: dict[str, nn.Module], input_shape: tuple[int, int, int],
+                          num_classes: int, batch: int = 64, reps: int = 7, warmup: int = 2,
+                          channels_last: bool = True) -> dict[str, float]:
+    """Training images/s (CPU, fp32) of each model, measured in one process and in turns: every
+    repetition times one SGD step of each model before the next repetition, so the machine's
+    drift falls on all of them alike (the paper's steps/s ratio, 28 vs 31, was one such pair).
+    Median over ``reps``; the models are trained on random inputs (their weights change)."""
+    settings = BenchSettings(batch=batch, reps=reps, warmup=warmup, channels_last=channels_last,
+                             image_size=input_shape[-1], modes=("train",), num_classes=num_classes)
+    device = torch.device("cpu")
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    steps: dict[str, Callable] = {}
+    for name, model in models.items():
+        x = torch.randn(batch, *input_shape).to(memory_format=memory)
+        y = torch.randint(0, num_classes, (batch,))
+        step = _train_step(model.to(memory_format=memory), x, y, settings, device)
+        for _ in range(warmup):
+            step()
+        steps[name] = step
+    entries = {name: Entry() for name in steps}
+    _time_round_robin(steps, entries, settings, device, log=lambda _: None)
+    return {name: batch * 1000.0 / statistics.median(entry.times_ms)
+            for name, entry in entries.items() if entry.times_ms}
