@@ -59,6 +59,13 @@ def test_inception_conv_bn_units_fold():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
 
 
+def test_inception_v3_folds():
+    model = xception.create_model("inception_v3", width=0.125, num_classes=5, stem_stride=1,
+                                  stem_pools=False, min_input_size=32)
+    fast = assert_same_function(model, size=32, batch=2)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+
+
 def test_original_model_is_untouched(tiny):
     model = xception.create_model("xception_small", **tiny).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

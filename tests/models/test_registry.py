@@ -34,4 +34,4 @@ def test_inception_v3_baseline_has_the_same_head_options():
     assert [mod.out_features for mod in m.head.fc if hasattr(mod, "out_features")] == [32]
     m.reset_classifier(3)
     assert m.config.num_classes == 3 and m.get_classifier().out_features == 3
-    assert not hasattr(m.body, "AuxLogits") and all(n != "fc" for n, _ in m.body.named_children())
+    assert not hasattr(m, "AuxLogits") and all(n != "fc" for n, _ in m.named_children())

@@ -29,6 +29,21 @@ def test_save_then_load_model_gives_identical_outputs(tiny, tmp_path):
         assert torch.equal(loaded(x), m(x))
 
 
+def test_inception_v3_saves_and_reloads(tmp_path):
+    m = create_model("inception_v3", width=0.125, num_classes=4, stem_stride=1, stem_pools=False,
+                     stem_padding="symmetric", min_input_size=16, bn_momentum=0.05).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+    loaded, meta = load_model(save_weights(m, tmp_path / "w.safetensors"))
+    assert meta["arch"] == "inception_v3" and loaded.config == m.config
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
 def test_run_folder_resolves_to_its_weights(tiny, tmp_path):
     m = create_model("xception_small", **tiny)
     save_weights(m, tmp_path / "model.safetensors")

@@ -2,15 +2,19 @@
 the conv's weight and bias and cost nothing at inference.
 
 The walker knows the modules this package builds (``Stem``, ``Shortcut``, ``XceptionBlock``,
-``SpectrumConv``) and torchvision's ``BasicConv2d`` (the Inception V3 baseline). Anything it does
-not know keeps its BatchNorm, so folding never changes what a model computes, only how fast.
+``SpectrumConv``, the Inception V3 baseline's ``BasicConv2d``) and torchvision's ``BasicConv2d``
+(when torchvision's Inception is imported: only then can a model hold one). Anything it does not
+know keeps its BatchNorm, so folding never changes what a model computes, only how fast.
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
+from ..models.inception_blocks import BasicConv2d
 from ..models.layers import SpectrumConv
 from ..models.xception import Shortcut, Stem, XceptionBlock
 
@@ -84,13 +88,15 @@ def fold_batchnorm(model: nn.Module) -> int:
     """
     if model.training:
         raise ValueError("fold_batchnorm needs an eval-mode model (call model.eval() first)")
-    from torchvision.models.inception import BasicConv2d
-
+    conv_bn_units: tuple[type, ...] = (Shortcut, BasicConv2d)
+    torchvision_inception = sys.modules.get("torchvision.models.inception")
+    if torchvision_inception is not None:  # not imported here: that costs ~1 s (tests/test_import.py)
+        conv_bn_units += (torchvision_inception.BasicConv2d,)
     folded = 0
     for module in list(model.modules()):
         if isinstance(module, Stem):
             folded += _fold_pair(module, "conv1", "bn1") + _fold_pair(module, "conv2", "bn2")
-        elif isinstance(module, Shortcut | BasicConv2d):
+        elif isinstance(module, conv_bn_units):
             folded += _fold_pair(module, "conv", "bn")
         elif isinstance(module, XceptionBlock):
             folded += _fold_block(module)
