@@ -1,0 +1,172 @@
+"""Pilot of the `versus` experiment (issue 26): the epoch budget per training-set size, chosen
+on the held-out validation split, never on the test set.
+
+Declared before any run (this docstring is the declaration):
+
+- data: Fashion-MNIST at its own 28 px, 5,000 of the 60,000 training images held out as the
+  validation split (`data.val_holdout=5000`, stratified, `data.split_seed=0`); training subsets
+  of 3,438 / 13,750 / 55,000 of the other 55,000 images (factors of 4: log2 levels 0, 2, 4).
+  The test split is evaluated by `fit` at the end of a held-out run; this script drops those
+  figures from its records unread (the pilot chooses budgets; the test set is for the report).
+- models, at equal parameters (within 3%) and the same total downsampling (both end at 4x4):
+  Xception = `xception_small` at the experiments' half width (0.19 M parameters) with a stem
+  that keeps 28 px (stride 1, TF-"same") and entry strides (1, 2, 2), so the middle flow runs on
+  7x7 maps; Inception V3 at `width` matched to it by bisection, stem stride 1 and no stem pools,
+  so its 17x17 group runs on 10x10 maps. The same head, optimizer (SGD + Nesterov, lr 0.1,
+  batch 64, weight decay 5e-4), cosine schedule with 15% warm-up, augmentation (the digits'
+  jitter) and BatchNorm recalibration (8 training batches before each evaluation).
+- the rule: per size a ladder of budgets E, 2E, 4E, ... (E = 20 / 10 / 5 epochs for the three
+  sizes); each rung is a full cosine run of that many epochs, seed 0. The size's budget is the
+  smallest rung whose final validation top-1 is within 0.3 points of the next rung's, for both
+  models (a longer schedule no longer helps either). The ladder stops at 8E.
+
+Resumable: every finished run is appended to its model's file in the output folder (with its
+config and environment) and skipped when the script runs again. `--only xception|inception`
+lets two processes (one thread each) share the work; `--summary` prints the ladder and the
+chosen budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+SIZES = {3_438: 20, 13_750: 10, 55_000: 5}  # training images -> the ladder's first rung (epochs)
+TOLERANCE = 0.003                          # 0.3 points of val top-1
+MAX_RUNGS = 4                               # E, 2E, 4E, 8E
+OUT = Path(__file__).parent / "results" / "cpu" / "versus_pilot"  # one <model>.jsonl each
+
+BUDGET = ["data.name=fashion-mnist", "data.image_size=28", "data.val_holdout=5000",
+          "data.split_seed=0", "train.batch_size=64", "optimizer.lr=0.1",
+          "train.bn_recalibration=8", "train.threads=1", "train.seed=0", "train.progress=false"]
+XCEPTION = ["model.name=xception_small", "model.stem_channels=[8,8]",
+            "model.entry_channels=[16,32,64]", "model.middle_channels=64",
+            "model.middle_repeats=8", "model.exit_channels=[64,128]",
+            "model.final_channels=[128,128]", "model.stem_stride=1",
+            'model.stem_padding="tf_same"', "model.entry_strides=[1,2,2]",
+            "model.min_input_size=16"]
+INCEPTION_SMALL = {"stem_stride": 1, "stem_pools": False, "min_input_size": 28}
+
+
+def parameters(name: str, overrides: dict) -> int:
+    from xception import create_model
+
+    net = create_model(name, num_classes=10, in_chans=1, **overrides)
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def inception_width(target: int) -> float:
+    """The Inception width whose parameter count is nearest ``target`` (bisection)."""
+    low, high, best = 0.02, 1.0, (None, 1.0)
+    for _ in range(30):
+        mid = (low + high) / 2
+        n = parameters("inception_v3", {**INCEPTION_SMALL, "width": mid})
+        if best[0] is None or abs(n - target) < abs(best[0] - target):
+            best = (n, mid)
+        low, high = (mid, high) if n < target else (low, mid)
+    return round(best[1], 4)
+
+
+def model_settings(model: str) -> list[str]:
+    from xception.config import RunConfig, apply_overrides
+
+    if model == "xception":
+        return XCEPTION
+    xception = apply_overrides(RunConfig(), [*BUDGET, *XCEPTION]).model
+    width = inception_width(parameters(xception.name, dict(xception.overrides)))
+    return ["model.name=inception_v3", *(f"model.{k}={json.dumps(v)}" for k, v in
+                                         {**INCEPTION_SMALL, "width": width}.items())]
+
+
+def read(folder: Path) -> list[dict]:
+    """Every run recorded in ``folder`` (one file per model, so two processes never share one)."""
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl"))
+            for line in path.read_text().splitlines() if line.strip()]
+
+
+def chosen(records: list[dict]) -> dict[int, int | None]:
+    """Per size: the smallest rung within TOLERANCE of the next one for both models (or None)."""
+    final = {(r["size"], r["epochs"], r["model"]): r["final_val_top1"] for r in records}
+    out: dict[int, int | None] = {}
+    for size, first in SIZES.items():
+        out[size] = None
+        for rung in range(MAX_RUNGS - 1):
+            epochs, longer = first * 2 ** rung, first * 2 ** (rung + 1)
+            pairs = [(final.get((size, epochs, m)), final.get((size, longer, m)))
+                     for m in ("xception", "inception")]
+            if all(a is not None and b is not None and b - a <= TOLERANCE for a, b in pairs):
+                out[size] = epochs
+                break
+    return out
+
+
+def run_one(model: str, size: int, epochs: int, out: Path) -> dict:
+    from xception.config import RunConfig, apply_overrides
+    from xception.provenance import environment
+    from xception.training import fit
+
+    cfg = apply_overrides(RunConfig(), [*BUDGET, *model_settings(model),
+                                        f"data.train_subset={size}", f"train.epochs={epochs}"])
+    started = time.perf_counter()
+    result = fit(cfg, None, log=lambda _: None)
+    history = [{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
+               for row in result.history]  # test_* of the last row are dropped unread
+    record = {"model": model, "size": size, "epochs": epochs, "config": cfg.to_dict(),
+              "params": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
+              "history": history, "final_val_top1": history[-1]["val_top1"],
+              "seconds": time.perf_counter() - started, "environment": environment(1)}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{model}.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("xception", "inception"))
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    records = read(args.out)
+    if args.summary:
+        for r in sorted(records, key=lambda r: (r["size"], r["epochs"], r["model"])):
+            print(f"{r['size']:>6} images {r['epochs']:>3} epochs {r['model']:>9}: val top-1 "
+                  f"{100 * r['final_val_top1']:.2f}% ({r['params']:,} parameters, "
+                  f"{r['seconds']:.0f} s)")
+        print("chosen budgets (epochs):", chosen(records))
+        return
+    models = (args.only,) if args.only else ("xception", "inception")
+
+    def ensure(model: str, size: int, epochs: int) -> None:
+        if (model, size, epochs) in {(r["model"], r["size"], r["epochs"]) for r in read(args.out)}:
+            return
+        record = run_one(model, size, epochs, args.out)
+        print(f"{model} {size} images {epochs} epochs: val top-1 "
+              f"{100 * record['final_val_top1']:.2f}% ({record['seconds']:.0f} s)", flush=True)
+
+    for size, first in SIZES.items():  # the two rungs every size needs, smallest size first
+        for model in models:
+            ensure(model, size, first)
+            ensure(model, size, 2 * first)
+    for size, first in SIZES.items():  # longer rungs while a model still gains from them
+        for model in models:
+            rung = 1
+            while rung + 1 < MAX_RUNGS and not _settled(read(args.out), model, size, first, rung):
+                rung += 1
+                ensure(model, size, first * 2 ** rung)
+    print("chosen budgets (epochs):", chosen(read(args.out)), file=sys.stderr)
+
+
+def _settled(records: list[dict], model: str, size: int, first: int, rung: int) -> bool:
+    """Whether ``model``'s rung ``rung - 1`` is within the tolerance of rung ``rung``."""
+    final = {(r["size"], r["epochs"], r["model"]): r["final_val_top1"] for r in records}
+    shorter = final.get((size, first * 2 ** (rung - 1), model))
+    longer = final.get((size, first * 2 ** rung, model))
+    return shorter is not None and longer is not None and longer - shorter <= TOLERANCE
+
+
+if __name__ == "__main__":
+    main()
