@@ -5,6 +5,7 @@ import csv
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +32,11 @@ from xception.models.layers import SpectrumConv
 from xception.models.registry import create_model
 from xception.models.xception import Shortcut
 
+# the headline: a word, the size condition, and for inconclusive the CI and the design's power
+VERDICT = re.compile(r"(supports|contradicts) at (equal|matched|unmatched) size|inconclusive at "
+                     r"(equal|matched|unmatched) size.*: .*95% CI \[.+\].*; this design had 80% power "
+                     r"to detect [\d.]+ points.*, not a bound on the effect$")
+
 TINY_RUN = ["data.name=digits", "train.epochs=2", "data.train_subset=32", "data.image_size=16",
             "model.stem_channels=[8,8]", "model.entry_channels=[8,16,16]",
             "model.middle_channels=16", "model.middle_repeats=1", "model.exit_channels=[16,32]",
@@ -52,8 +58,7 @@ def test_every_experiment_runs_end_to_end(name, tmp_path):
     report = (out / "report.md").read_text()
     assert report.index("## Declared") < report.index("## Verdict") < report.index("## Results")
     assert "95% CI" in report and "## Confounds" in report and "| variant |" in report
-    word = report.split("## Verdict")[1].split("**")[1]
-    assert word in ("supports", "contradicts") or word.startswith("inconclusive (could detect ≥")
+    assert VERDICT.match(report.split("## Verdict")[1].split("**")[1])
     for png in ("curves.png", "summary.png", "effects.png", *extra):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -232,17 +237,18 @@ def test_residual_verdicts_follow_the_numbers():
     exp = _exp("residual")
     good = [record("residual", s, 0.90 + 0.02 * s) for s in range(5)]
     worse = [record("no residual", s, 0.88 + 0.02 * s + NOISE[s]) for s in range(5)]
-    assert headline(evaluate(exp, good + worse)) == "supports"
+    assert headline(evaluate(exp, good + worse)) == "supports at equal size"
     flipped = [{**r, "variant": "no residual" if r["variant"] == "residual" else "residual"}
                for r in good + worse]
-    assert headline(evaluate(exp, flipped)) == "contradicts"
-    # a 0.2-point gain under 1-point noise: inconclusive, with what could have been detected
+    assert headline(evaluate(exp, flipped)) == "contradicts at equal size"
+    # a 0.2-point gain under 1-point noise: inconclusive, with its CI and the design's power
     noisy = [record("no residual", s, 0.898 + 0.02 * s + 3 * NOISE[s]) for s in range(5)]
     out = evaluate(exp, good + noisy)
-    word = headline(out)
-    assert word.startswith("inconclusive (could detect ≥ ") and word.endswith(" points)")
-    assert float(word.split("≥ ")[1].split()[0]) == pytest.approx(out[0].detectable, abs=0.01)
-    assert out[0].detectable > abs(out[0].effect.diff)
+    word, effect = headline(out), out[0].effect
+    assert word == (f"inconclusive at equal size: 95% CI [{effect.low:+.2f}, {effect.high:+.2f}] "
+                    f"points; this design had 80% power to detect {out[0].detectable:.2f} points, "
+                    "not a bound on the effect")
+    assert effect.low < 0 < effect.high and out[0].detectable > abs(effect.diff)
 
 
 def test_tests_are_paired_by_seed():
@@ -252,7 +258,7 @@ def test_tests_are_paired_by_seed():
     recs = [record("residual", s, 0.80 + seed_effect[s] + 0.01 + NOISE[s] / 3) for s in range(5)]
     recs += [record("no residual", s, 0.80 + seed_effect[s]) for s in range(4)]
     primary = evaluate(exp, recs)[0]
-    assert primary.effect.n == 4 and primary.verdict == "supports"
+    assert primary.effect.n == 4 and primary.word == "supports"
     assert primary.effect.diff == pytest.approx(1.0 + 100 * sum(NOISE[:4]) / 3 / 4)
 
 
@@ -269,8 +275,8 @@ def test_holm_decides_the_activation_verdict():
     order = sorted(range(3), key=lambda i: ps[i])
     assert out[order[0]].p_adj == pytest.approx(min(1, 3 * ps[order[0]]))
     assert all(o.p_adj >= o.effect.p for o in out)
-    assert out[1].verdict == "supports"  # ELU - ReLU = 0.5 points, no noise at all
-    assert headline(out) in ("supports", out[0].verdict)
+    assert out[1].word == "supports"  # ELU - ReLU = 0.5 points, no noise at all
+    assert headline(out).split()[0] in ("supports", out[0].word)
 
 
 def test_order_claims_equivalence_only_with_an_equivalence_test():
@@ -279,10 +285,10 @@ def test_order_claims_equivalence_only_with_an_equivalence_test():
              "pointwise-first + ReLU"]
     tight = [record(v, s, 0.9 + 0.01 * s + NOISE[s] / 10 * (i % 2)) for i, v in enumerate(names)
              for s in range(5)]
-    assert headline(evaluate(exp, tight)) == "supports"  # |diff| << 0.5 points, tight CI
+    assert headline(evaluate(exp, tight)) == "supports at equal size"  # |diff| << 0.5, tight CI
     apart = [record(v, s, 0.9 + 0.01 * s + (0.02 if v.startswith("point") else 0) + NOISE[s] / 5)
              for v in names for s in range(5)]
-    assert headline(evaluate(exp, apart)) == "contradicts"  # 2 points apart, margin 0.5
+    assert headline(evaluate(exp, apart)) == "contradicts at equal size"  # 2 points apart
     loose = [record(v, s, 0.9 + 0.01 * s + (4 * NOISE[s] if v.startswith("point") else 0))
              for v in names for s in range(5)]
     assert headline(evaluate(exp, loose)).startswith("inconclusive")  # no difference shown,
@@ -305,8 +311,9 @@ def test_compression_trend_of_the_residual_benefit():
     trend = out[0]
     assert trend.test.is_trend and trend.test.primary
     assert trend.effect.diff == pytest.approx(1.0, abs=0.05)  # +1 point per doubling
-    assert trend.verdict == "supports"
-    assert headline(evaluate(exp, compression_records((0.03, 0.02, 0.01, 0.0)))) == "contradicts"
+    assert trend.word == "supports"
+    assert headline(evaluate(exp, compression_records((0.03, 0.02, 0.01, 0.0)))).startswith(
+        "contradicts at equal size")
     flat = evaluate(exp, compression_records((0.01,) * 4, spread=3.0))
     assert headline(flat).startswith("inconclusive")
     assert [o.test.primary for o in flat] == [True, False, False, False, False]
@@ -322,7 +329,7 @@ def test_report_declares_before_the_numbers():
     assert "residual − no residual: claimed > 0" in declared
     assert "%" not in declared.split("Primary metric")[0]  # no numbers before the verdict
     verdict = text.split("## Verdict")[1].split("## Confounds")[0]
-    assert "**supports**" in verdict and "Omnibus" in verdict and "[+" in verdict
+    assert "**supports at equal size**" in verdict and "Omnibus" in verdict and "[+" in verdict
     assert "shortcut convolutions" in text.split("## Confounds")[1]
 
 
@@ -367,8 +374,7 @@ def test_fashion_mnist_experiment_from_the_command_line(tmp_path, monkeypatch):
             "report.md"} <= {p.name for p in out.iterdir()}
     report = (out / "report.md").read_text()
     assert "95% CI" in report and "data: fashion-mnist, 28 px" in report
-    word = report.split("## Verdict")[1].split("**")[1]
-    assert word in ("supports", "contradicts") or word.startswith("inconclusive (could detect ≥")
+    assert VERDICT.match(report.split("## Verdict")[1].split("**")[1])
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 4 and all(r["history"][-1]["epoch"] == 12 for r in runs)
 

@@ -1,5 +1,7 @@
-"""Experiment plots: each writes a PNG, and draws what it claims (seed points, 95% CIs equal to
-``mean_ci``, honest axes). The figure is captured just before it is saved, on fake records."""
+"""Experiment plots: each writes a PNG, and draws what it claims (every seed, apart from the mean;
+95% CIs equal to ``mean_ci``; axes zoomed to the data; what is subtracted from what; margins;
+trends apart from differences; a line per seed across levels). The figure is captured just
+before it is saved, on fake records."""
 
 from __future__ import annotations
 
@@ -53,6 +55,19 @@ def _points(ax) -> np.ndarray:
     return np.concatenate(offs) if offs else np.zeros((0, 2))
 
 
+def _assert_zoomed(limits, values, pad=0.15):
+    """The axis shows every value, and not much more: within ``pad`` of their range each side."""
+    low, high = limits
+    values = np.asarray(values, dtype=float)
+    span = values.max() - values.min()
+    assert low <= values.min() and values.max() <= high
+    assert low >= values.min() - pad * span - 0.25 and high <= values.max() + pad * span + 0.25
+
+
+def _mean_x(container) -> float:
+    return float(container.lines[0].get_xdata()[0])
+
+
 def _bar(container) -> tuple[float, float]:
     """(low, high) of a one-point error bar: the two ends of its bar segment."""
     (seg,) = container.lines[2][0].get_segments()
@@ -98,7 +113,12 @@ def test_summary_draws_every_seed_and_the_ci_of_the_mean(drawn, tmp_path):
     a_lo, a_hi = _bar(ax.containers[0])
     half = T975_DF2 * 2.0 / math.sqrt(3)
     assert (a_lo, a_hi) == pytest.approx((82 - half, 82 + half))  # by hand, not via mean_ci
-    assert ax.get_ylim() == (0, 100)
+    cis = [end for c in ax.containers for end in _bar(c)]
+    _assert_zoomed(ax.get_ylim(), [*pts[:, 1], *cis])  # zoomed to seeds and intervals, not 0-100
+    for i, c in enumerate(ax.containers):  # no seed behind its mean's marker
+        seeds_x = pts[np.abs(pts[:, 0] - i) < 0.5][:, 0]
+        assert np.abs(seeds_x - _mean_x(c)).min() > 0.15
+    assert "not differences" in ax.get_title()
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["a\n1.50M params", "b\n0.25M params"]
 
@@ -113,8 +133,13 @@ def test_summary_plots_another_metric(drawn, tmp_path):
 def test_curves_draw_seeds_means_and_ci_bands(drawn, tmp_path):
     plots.plot_curves(RECORDS, tmp_path / "c.png", "exp")
     loss_ax, acc_ax = drawn[0].axes
-    assert acc_ax.get_ylim() == (0, 100) and loss_ax.get_yscale() == "log"
+    assert loss_ax.get_yscale() == "log"
+    seed_values = np.concatenate([line.get_ydata() for line in acc_ax.lines])
+    bands = np.concatenate([c.get_paths()[0].vertices[:, 1] for c in acc_ax.collections
+                            if isinstance(c, PolyCollection)])
+    _assert_zoomed(acc_ax.get_ylim(), [*seed_values, *bands])
     assert "mean, 95% CI band, thin lines: seeds" in drawn[0]._suptitle.get_text()
+    assert "not differences" in drawn[0]._suptitle.get_text()
     assert [t.get_text() for t in acc_ax.get_legend().get_texts()] == ["a", "b"]
     for ax in (loss_ax, acc_ax):
         assert len(ax.lines) == 2 * (3 + 1)  # per variant: 3 seed lines and the mean line
@@ -173,9 +198,14 @@ def test_cost_plots_accuracy_against_params_and_macs(drawn, tmp_path):
     axes = drawn[0].axes
     assert len(axes) == 2
     for ax, scale in zip(axes, (1, 40), strict=True):
-        assert ax.get_xscale() == "log" and ax.get_ylim() == (0, 100)
+        assert ax.get_xscale() == "log"
         pts = _points(ax)
         assert len(pts) == 6
+        _assert_zoomed(ax.get_ylim(), [*pts[:, 1], *(e for c in ax.containers for e in _bar(c))])
+        for c in ax.containers:  # the mean at the variant's cost, its seeds apart, left of it
+            near = pts[np.abs(np.log10(pts[:, 0] / _mean_x(c))) < 0.1]
+            assert len(near) == 3 and (near[:, 0] < _mean_x(c) / 1.02).all()
+        assert _mean_x(ax.containers[0]) == pytest.approx(1.5e6 * scale)
         a_pts = pts[np.abs(np.log10(pts[:, 0] / (1.5e6 * scale))) < 0.05]
         assert sorted(a_pts[:, 1]) == pytest.approx([80, 82, 84])
         a_means = [c for c in ax.containers if c.get_label() == "a"]
@@ -194,15 +224,111 @@ def test_benefit_shows_trend_ci_and_zero(drawn, tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
     low, high = ax.get_ylim()
     assert low < 0 < high  # all benefits positive, and 0 is still on the axis
-    assert len(_points(ax)) == 12
     for c, values in zip(ax.containers, per_seed, strict=True):
         _, lo, hi = mean_ci(values)
         assert _bar(c) == pytest.approx((lo, hi))
         assert low <= lo and hi <= high
-    means = [line for line in ax.lines if len(line.get_ydata()) == 4][0]
+    means = [line for line in ax.lines if line.get_linestyle() == "--"][0]
     assert list(means.get_ydata()) == pytest.approx([4.0, 7 / 3, 5.5, 6.0])
+    # a line per seed through its benefit at every level: the per-seed slopes are what is tested
+    seed_lines = [line for line in ax.lines if line.get_label().startswith("seed ")]
+    assert len(seed_lines) == 3
+    for j, line in enumerate(seed_lines):
+        assert list(line.get_ydata()) == pytest.approx([values[j] for values in per_seed])
+        assert line.get_linestyle() == "-"  # linked across the levels, not loose points
+        assert np.allclose(np.log2(line.get_xdata()), [0, 1, 2, 3], atol=0.15)
+    slope = np.polyfit([0, 1, 2, 3], [values[0] for values in per_seed], 1)[0]
+    assert seed_lines[0].get_label() == f"seed 0: {slope:+.2f} per doubling"
+    assert "A − B" in ax.get_ylabel()
 
 
-def test_benefit_needs_one_list_per_level(tmp_path):
+def test_benefit_needs_one_list_per_level_and_the_same_seeds(tmp_path):
     with pytest.raises(ValueError, match="3 levels but 2"):
         plots.plot_benefit([1, 2, 4], [[1.0], [2.0]], tmp_path / "b.png", "t")
+    with pytest.raises(ValueError, match="the same seeds"):
+        plots.plot_benefit([1, 2], [[1.0, 2.0], [2.0]], tmp_path / "b.png", "t")
+
+
+MIXED = [Effect("trend", [0.5, 1.5, 1.0], 1.0, 0.2, 1.8, "supports", "slope per step over x → y",
+                trend=True),
+         Effect("order", [-0.3, 0.1, -0.2], -0.13, -0.6, 0.3, "inconclusive", "p − q", margin=0.5),
+         Effect("size", [4.0, 5.0, 6.0], 5.0, 2.5, 7.5, "supports", "p − r")]
+
+
+def test_effects_put_trends_and_differences_on_separate_axes(drawn, tmp_path):
+    plots.plot_effects(MIXED, tmp_path / "e.png", "t")
+    trend_ax, diff_ax = drawn[0].axes
+    assert [t.get_text().split("\n")[0] for t in trend_ax.get_yticklabels()] == ["trend"]
+    assert [t.get_text().split("\n")[0] for t in diff_ax.get_yticklabels()] == ["order", "size"]
+    assert sorted(_points(trend_ax)[:, 0]) == [0.5, 1.0, 1.5]
+    assert len(_points(diff_ax)) == 6
+    assert "points per step" in trend_ax.get_xlabel() and "points" in diff_ax.get_xlabel()
+    assert trend_ax.get_xlim()[1] < 3 < diff_ax.get_xlim()[1]  # each axis its own scale
+    for ax in (trend_ax, diff_ax):
+        left, right = ax.get_xlim()
+        assert left == pytest.approx(-right)
+
+
+def test_effects_say_what_is_subtracted_from_what(drawn, tmp_path):
+    plots.plot_effects(MIXED, tmp_path / "e.png", "t")
+    trend_ax, diff_ax = drawn[0].axes
+    assert "[p − q]" in diff_ax.get_yticklabels()[0].get_text()
+    assert "A − B" in diff_ax.get_xlabel()  # rows differ: the axis names the form, rows the pair
+    assert trend_ax.get_xlabel().startswith("slope per step over x → y")
+    assert "A − B" in drawn[0]._suptitle.get_text()
+    drawn.clear()
+    plots.plot_effects([MIXED[2]], tmp_path / "e.png", "t")
+    assert drawn[0].axes[0].get_xlabel() == "p − r, points"  # one pair: the axis names it
+
+
+def test_effects_draw_the_equivalence_margin_of_equal_claims(drawn, tmp_path):
+    plots.plot_effects(MIXED, tmp_path / "e.png", "t")
+    _, diff_ax = drawn[0].axes
+    edges = [line for line in diff_ax.lines if line.get_linestyle() == "--"]
+    assert sorted(line.get_xdata()[0] for line in edges) == [-0.5, 0.5]
+    assert all(line.get_xdata()[0] == line.get_xdata()[1] for line in edges)
+    assert all(abs(np.mean(line.get_ydata()) - 0) < 1e-9 for line in edges)  # on the "order" row
+    assert "equivalence margin ±0.5" in diff_ax.get_xlabel()
+
+
+def test_effects_seeds_sit_apart_from_the_mean(drawn, tmp_path):
+    plots.plot_effects(EFFECTS, tmp_path / "e.png", "t")
+    (ax,) = drawn[0].axes
+    for i, effect in enumerate(EFFECTS):
+        row = _points(ax)[np.abs(_points(ax)[:, 1] - i) < 0.45]
+        assert len(row) == len(effect.per_seed)
+        assert np.abs(row[:, 1] - i).min() > 0.1  # none on the mean's row, behind its marker
+
+
+def _records_of(exp, seeds=3):
+    return [{**_record("a", s, 0.8 + 0.01 * i + 0.003 * s * (i % 2)), "variant": v.name,
+             "params": 1000 * (i + 1)} for i, v in enumerate(exp.variants) for s in range(seeds)]
+
+
+def test_the_report_draws_margins_for_equal_claims_and_a_line_per_seed_for_a_benefit(drawn, tmp_path):
+    from xception.experiments import base_config, get_experiment
+    from xception.experiments.report import write_plots
+    from xception.experiments.verdicts import evaluate
+
+    def experiment(name):
+        return get_experiment(name, "xception_small", base_config(["data.name=digits"]).model.overrides)
+
+    order = experiment("order")
+    records = _records_of(order)
+    write_plots(order, records, evaluate(order, records), tmp_path)
+    curves, summary, effects = drawn
+    assert len(_points(summary.axes[0])) == 3 * 4  # seeds x variants
+    (ax,) = effects.axes
+    assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--") == \
+        [-0.5, -0.5, 0.5, 0.5]  # ±0.5 on each of the two "equal" rows
+    assert "[depthwise-first − pointwise-first]" in ax.get_yticklabels()[0].get_text()
+    drawn.clear()
+    compression = experiment("compression")
+    records = _records_of(compression)
+    write_plots(compression, records, evaluate(compression, records), tmp_path)
+    effects, benefit = drawn[2], drawn[3]
+    assert len(effects.axes) == 2  # the trend apart from the differences
+    assert not [line for ax in effects.axes for line in ax.lines if line.get_linestyle() == "--"]
+    (ax,) = benefit.axes
+    assert len([line for line in ax.lines if line.get_label().startswith("seed ")]) == 3
+    assert "ratio 1 − ratio 1, no residual" in ax.get_title()

@@ -17,9 +17,20 @@ from typing import TYPE_CHECKING
 from .budget import budget_reason
 from .definitions import Experiment, Test
 from .plots import Effect, plot_benefit, plot_cost, plot_curves, plot_effects, plot_summary
-from .significance import ALPHA, POWER
+from .significance import ALPHA, POWER, paired, slopes
 from .stats import to_markdown
-from .verdicts import Outcome, headline, omnibus_test, per_seed
+from .verdicts import (
+    MATCHED_WITHIN,
+    SCALE,
+    Outcome,
+    by_seed,
+    contrast,
+    error_ratio,
+    headline,
+    log_error_ratios,
+    omnibus_test,
+    per_seed,
+)
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -45,9 +56,7 @@ def declared(exp: Experiment) -> list[str]:
              "- Every variant uses the same seeds (initialisation, data order, augmentation); "
              "tests are paired by seed (paired t-test; a trend: per-seed least-squares slopes, "
              "t-tested against 0). 95% confidence intervals.",
-             f"- Holm's correction within each family below at α = {ALPHA}; verdict words: "
-             "supports / contradicts / inconclusive (could detect ≥ X: the smallest true effect "
-             f"found with {POWER:.0%} power at α / family size, from the observed spread)."]
+             f"- Holm's correction within each family below at α = {ALPHA}.", *verdict_rule()]
     for primary in (True, False):
         tests = [t for t in exp.tests if t.primary == primary]
         if tests:
@@ -60,23 +69,79 @@ def declared(exp: Experiment) -> list[str]:
     return lines
 
 
+def verdict_rule() -> list[str]:
+    """The verdict rule as the report states it (verdicts.py's docstring is its one statement)."""
+    return [
+        "- Verdict rule: each verdict is read off the test's 95% CI and counts only where its "
+        f"Holm-adjusted p-value is also < {ALPHA}. A \"> 0\" claim: **supports** if the whole "
+        "CI is above 0, **contradicts** if the whole CI is below 0 (Holm-adjusted paired p < α "
+        "either way). An \"equal\" claim (margin ±m): **supports** if the whole CI is inside "
+        "(−m, +m) and the Holm-adjusted equivalence test (paired TOST at ±m) has p < α; "
+        "**contradicts** if the whole CI is outside the margin on one side (low ≥ +m or high "
+        "≤ −m) and the Holm-adjusted paired p < α. Anything else is **inconclusive** (a mean "
+        "beyond the margin whose CI reaches into it too).",
+        f"- Beside each CI: the effect this design had {POWER:.0%} power to detect (post-hoc "
+        "power of the paired t-test at α / family size, from the observed spread). It describes "
+        "the design, not the effect: **not a bound on the effect**; a smaller true effect may "
+        "have been missed.",
+        "- Each verdict names the size condition it holds under, from the recorded parameter "
+        "counts of the variants it compares: at equal size, at matched size (largest / smallest "
+        f"count within {MATCHED_WITHIN:.0%}), or at unmatched size."]
+
+
 def _p_value(p: float, equals: str = "") -> str:
     return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{equals}{p:.3f}")
 
 
 def outcome_table(outcomes: list[Outcome]) -> list[str]:
-    head = ["test", "family", "metric", "effect", "95% CI", "p", "Holm p", "TOST p (Holm)",
-            "could detect", "verdict"]
+    head = ["test", "family", "metric", "effect of", "effect", "95% CI",
+            f"{POWER:.0%} power to detect (not a bound)", "p", "Holm p", "TOST p (Holm)",
+            "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for outcome in outcomes:
         effect, unit = outcome.effect, "pts/step" if outcome.test.is_trend else "pts"
         lines.append("| " + " | ".join([
             outcome.test.label, "primary" if outcome.test.primary else "secondary",
-            outcome.test.metric, f"{effect.diff:+.2f} {unit}",
-            f"[{effect.low:+.2f}, {effect.high:+.2f}]", _p_value(effect.p),
-            _p_value(outcome.p_adj), _p_value(outcome.equivalence_p),
-            f"{outcome.detectable:.2f} {unit}", outcome.verdict]) + " |")
+            outcome.test.metric, contrast(outcome.test), f"{effect.diff:+.2f} {unit}",
+            f"[{effect.low:+.2f}, {effect.high:+.2f}]", f"{outcome.detectable:.2f} {unit}",
+            _p_value(effect.p), _p_value(outcome.p_adj), _p_value(outcome.equivalence_p),
+            outcome.verdict]) + " |")
     return lines
+
+
+def relative_scale(exp: Experiment, records: list[dict]) -> list[str]:
+    """Where a trend test compares variants with baselines level by level (compression), the
+    same comparisons on a relative scale: the error-rate ratio A / B per level and its trend.
+    Descriptive: added after the runs, so not declared, in no Holm family, not in the verdict."""
+    trend = next((test for test in exp.tests if test.is_trend and test.b), None)
+    if trend is None:
+        return []
+    per_level = [log_error_ratios(records, a, b, trend.metric)
+                 for a, b in zip(trend.a, trend.b, strict=True)]
+    lines = ["### Relative scale (descriptive: added after the runs, so not a declared test, in "
+             "no Holm family and not in the verdict)", "",
+             f"Error rate = 100% − {METRICS[trend.metric].split(' (')[0]}. Per seed, the ratio "
+             "error(A) / error(B); shown: the geometric mean over seeds with the 95% CI of the "
+             "mean per-seed log ratio (t-based, paired by seed), back-transformed. Below 1: A "
+             "makes fewer errors than B. The trend row: the per-seed slope of the log ratio "
+             "against the levels, as the factor by which the ratio changes per step.", "",
+             "| A | B | absolute: A − B, points [95% CI] | relative: error A / error B [95% CI] |",
+             "|---|---|---|---|"]
+    for a, b, logs in zip(trend.a, trend.b, per_level, strict=True):
+        differences = per_seed(records, Test("", a, b, metric=trend.metric))
+        absolute = paired(differences, [0.0] * len(differences))
+        ratio, low, high = error_ratio(list(logs.values()))
+        lines.append(f"| {a} | {b} | {absolute.diff:+.2f} [{absolute.low:+.2f}, "
+                     f"{absolute.high:+.2f}] | {ratio:.3f} [{low:.3f}, {high:.3f}] |")
+    seeds = sorted(set.intersection(*(set(logs) for logs in per_level)))
+    log_slopes = slopes([[logs[seed] for logs in per_level] for seed in seeds], trend.levels)
+    slope = paired(log_slopes, [0.0] * len(log_slopes))
+    benefit_slopes = per_seed(records, trend)
+    absolute = paired(benefit_slopes, [0.0] * len(benefit_slopes))
+    lines.append(f"| trend over the rows above: slope per step | | {absolute.diff:+.2f} pts/step "
+                 f"[{absolute.low:+.2f}, {absolute.high:+.2f}] | ×{math.exp(slope.diff):.3f} per "
+                 f"step [{math.exp(slope.low):.3f}, {math.exp(slope.high):.3f}] |")
+    return [*lines, ""]
 
 
 def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: list[Outcome],
@@ -89,7 +154,7 @@ def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: lis
     lines = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
              f"**Claim.** {exp.claim}", "", "## Declared before the runs", "", *declared(exp), "",
              "## Verdict", "", f"**{headline(outcomes)}** (the primary tests' verdicts combined).",
-             "", *outcome_table(outcomes), "", omni, ""]
+             "", *outcome_table(outcomes), "", omni, "", *relative_scale(exp, records)]
     if all(row["final_top1"][0] >= 0.99 for row in rows):
         lines += ["Every variant reaches ≥ 99%: at this budget the data cannot separate them.", ""]
     lines += ["## Confounds", "", exp.confounds, "",
@@ -169,21 +234,23 @@ def write_plots(exp: Experiment, records: list[dict], outcomes: list[Outcome], o
     plot_curves(records, out / "curves.png", exp.name)
     plot_summary(records, out / "summary.png", exp.name)
     plot_effects([Effect(outcome.test.label, outcome.per_seed, outcome.effect.diff,
-                         outcome.effect.low, outcome.effect.high, outcome.verdict.split(" (")[0])
+                         outcome.effect.low, outcome.effect.high, outcome.verdict,
+                         contrast(outcome.test), outcome.test.is_trend,
+                         exp.margin if outcome.test.claim == "equal" else None)
                   for outcome in outcomes],
-                 out / "effects.png", exp.name,
-                 unit="points; a trend: points per step"
-                 if any(outcome.test.is_trend for outcome in outcomes) else "points")
+                 out / "effects.png", exp.name)
     names = ["curves", "summary", "effects"]
     if exp.name.startswith("spectrum"):
         plot_cost(records, out / "cost.png", exp.name)
         names.append("cost")
     trend = next((outcome.test for outcome in outcomes
                   if outcome.test.is_trend and outcome.test.b), None)
-    if trend is not None:  # compression: the residual benefit at each ratio
-        per_level = [per_seed(records, Test(trend.label, a, b, metric=trend.metric))
-                     for a, b in zip(trend.a, trend.b, strict=True)]
+    if trend is not None:  # compression: the residual benefit at each ratio, a line per seed
+        series = [(by_seed(records, a, trend.metric), by_seed(records, b, trend.metric))
+                  for a, b in zip(trend.a, trend.b, strict=True)]
+        seeds = sorted(set.intersection(*(set(a) & set(b) for a, b in series)))
+        per_level = [[SCALE * (a[seed] - b[seed]) for seed in seeds] for a, b in series]
         plot_benefit([2 ** level for level in trend.levels], per_level, out / "benefit.png",
-                     exp.name)
+                     exp.name, contrast=contrast(trend).split(": ", 1)[-1], seeds=seeds)
         names.append("benefit")
     return names

@@ -6,8 +6,10 @@ test on the per-seed differences: mean difference, 95% confidence interval, two-
 t-test. Across the comparisons of one experiment the p-values are Holm-adjusted; an omnibus
 repeated-measures ANOVA asks whether the variants differ at all, and a trend test (the per-seed
 least-squares slope against an ordered factor, t-tested across seeds) asks whether the metric
-moves with that factor. ``detectable`` gives the smallest true difference the design would find
-with 80% power, so "inconclusive" says how large an effect was ruled out.
+moves with that factor. ``detectable`` is post-hoc power: the true difference this design (its
+seeds, its observed spread, its test level) had 80% power to detect. It describes the design,
+not the effect: it is not a bound on the effect and rules no effect out (the confidence interval
+is what bounds the effect); a smaller true effect may well have been missed.
 
 scipy is imported inside the functions: the CLI imports this package, and importing scipy
 measurably delays its start.
@@ -82,9 +84,9 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """The smallest true mean difference a two-sided paired t-test at ``alpha`` finds with
-    ``power``, for n pairs whose differences have standard deviation ``sd`` (noncentral t).
-    inf below 2 pairs."""
+    """The true mean difference a two-sided paired t-test at ``alpha`` finds with ``power``, for
+    n pairs whose differences have standard deviation ``sd`` (noncentral t): the effect the
+    design had that power to detect, not a bound on the effect. inf below 2 pairs."""
     if n < 2:
         return math.inf
     if sd == 0:
