@@ -129,6 +129,8 @@ def test_layers_stack_and_model_fields_merge():
     assert merge_changes({"optim": {"lr": 0.2}}) == {"optimizer": {"lr": 0.2}}
     with pytest.raises(ConfigError, match="train must be a mapping"):
         merge_changes({"train": 3})
+    with pytest.raises(ConfigError, match="model.overrides must be a mapping"):
+        merge_changes({"model": {"overrides": [1]}}, {"model": {"residual": False}})
     assert parse_assignments(["model.name=xception", "model.segments=4", "data.val_split=2012"]) \
         == {"model": {"name": "xception", "segments": 4}, "data": {"val_split": "2012"}}
 

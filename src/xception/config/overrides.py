@@ -76,16 +76,13 @@ def merge_changes(*layers: Mapping[str, Any]) -> Changes:
                 target.update(values)
                 continue
             if "overrides" in values:
-                overrides = values["overrides"]
-                target["overrides"] = dict(overrides) if isinstance(overrides, Mapping) \
-                    else overrides  # not a mapping: the loader names it
+                target["overrides"] = dict(check_value("model.overrides", values["overrides"],
+                                                       Mapping))
             if "name" in values:
                 target["name"] = values["name"]
             fields_set = {k: v for k, v in values.items() if k not in MODEL_KEYS}
             if fields_set:
-                current = target.get("overrides", {})
-                target["overrides"] = {**(current if isinstance(current, Mapping) else {}),
-                                       **fields_set}
+                target["overrides"] = {**target.get("overrides", {}), **fields_set}
     return merged
 
 
