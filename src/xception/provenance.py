@@ -10,6 +10,7 @@ kernel path, another rounding), so that a record made before such a change is ne
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import subprocess
 import time
@@ -33,9 +34,12 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+@functools.cache
 def code_version() -> dict[str, Any]:
     """The git commit of this package's source and whether its tracked files differ from it
-    (``None`` for both when it is not a git checkout, e.g. an installed wheel)."""
+    (``None`` for both when it is not a git checkout, e.g. an installed wheel), read once per
+    process when this module is imported: the code a process runs is the code it imported, even
+    if the checkout moves on while it trains."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=_SOURCE, capture_output=True, text=True,
@@ -58,3 +62,6 @@ def environment(threads: int) -> dict[str, Any]:
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "threads": threads, "machine": platform.machine(),
             "cpu": cpu_name(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+code_version()  # now, at import: what this process loaded

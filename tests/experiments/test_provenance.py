@@ -27,6 +27,8 @@ def test_the_environment_names_code_versions_and_machine():
                         "machine", "cpu", "finished"}
     if env["commit"] is not None:  # a git checkout (the tests run from one)
         assert len(env["commit"]) == 40 and isinstance(env["dirty"], bool)
+    # read once, at import: a long run records the code it loaded, not a later checkout's
+    assert provenance.code_version() is provenance.code_version()
 
 
 def test_records_carry_settings_and_environment_and_keys_follow_the_numerics(tmp_path, monkeypatch):
