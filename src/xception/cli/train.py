@@ -18,7 +18,8 @@ from . import non_negative_int, positive_float, positive_int
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a model (default: xception_small on digits, ~2 min on a CPU)",
+        "train", help="train a model (default: the quick recipe, xception_tiny on the embedded "
+        "digits)",
         description="Train a model and write a run folder: config.json, metrics.jsonl/.csv, "
         "curves.png, checkpoint.pt and model.safetensors. Under torchrun every process runs "
         "this command; rank 0 writes the folder.")
