@@ -112,6 +112,8 @@ def run_one(model: str, size: int, epochs: int, out: Path) -> dict:
                                         f"data.train_subset={size}", f"train.epochs={epochs}"])
     started = time.perf_counter()
     result = fit(cfg, None, log=lambda _: None)
+    if result.interrupted:  # SIGTERM/SIGINT: nothing partial is recorded; rerun to continue
+        raise KeyboardInterrupt(f"{model} {size} images {epochs} epochs: stopped, not recorded")
     history = [{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
                for row in result.history]  # test_* of the last row are dropped unread
     record = {"model": model, "size": size, "epochs": epochs, "config": cfg.to_dict(),
