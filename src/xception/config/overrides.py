@@ -72,18 +72,23 @@ def merge_changes(*layers: Mapping[str, Any]) -> Changes:
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{section} must be a mapping, got {type(values).__name__}")
             target = merged.setdefault(section, {})
-            if section != "model":
+            if section == "model":
+                _merge_model(target, values)
+            else:
                 target.update(values)
-                continue
-            if "overrides" in values:
-                target["overrides"] = dict(check_value("model.overrides", values["overrides"],
-                                                       Mapping))
-            if "name" in values:
-                target["name"] = values["name"]
-            fields_set = {k: v for k, v in values.items() if k not in MODEL_KEYS}
-            if fields_set:
-                target["overrides"] = {**target.get("overrides", {}), **fields_set}
     return merged
+
+
+def _merge_model(target: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """The model section's rule, applied to ``target`` in place: ``overrides`` replaces the
+    model fields so far, ``name`` the name, and every other key is one model field added."""
+    if "overrides" in values:
+        target["overrides"] = dict(check_value("model.overrides", values["overrides"], Mapping))
+    if "name" in values:
+        target["name"] = values["name"]
+    fields_set = {k: v for k, v in values.items() if k not in MODEL_KEYS}
+    if fields_set:
+        target["overrides"] = {**target.get("overrides", {}), **fields_set}
 
 
 def with_changes(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
@@ -116,8 +121,6 @@ def apply_overrides(cfg: RunConfig, assignments: Iterable[str]) -> RunConfig:
 
 
 def _changed_model(old: ModelSection, values: Mapping[str, Any]) -> ModelSection:
-    name = check_value("model.name", values.get("name", old.name), str)
-    overrides = dict(check_value("model.overrides", values["overrides"], Mapping)) \
-        if "overrides" in values else dict(old.overrides)
-    overrides.update({k: v for k, v in values.items() if k not in MODEL_KEYS})
-    return ModelSection(name, overrides)
+    merged = {"name": old.name, "overrides": dict(old.overrides)}
+    _merge_model(merged, values)
+    return ModelSection(check_value("model.name", merged["name"], str), merged["overrides"])
