@@ -52,22 +52,19 @@ INCEPTION_SMALL = {"stem_stride": 1, "stem_pools": False, "min_input_size": 28}
 
 
 def parameters(name: str, overrides: dict) -> int:
-    from xception import create_model
+    from xception.experiments.budget import count_parameters
 
-    net = create_model(name, num_classes=10, in_chans=1, **overrides)
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return count_parameters(name, {"num_classes": 10, "in_chans": 1, **overrides})
 
 
 def inception_width(target: int) -> float:
     """The Inception width whose parameter count is nearest ``target`` (bisection)."""
-    low, high, best = 0.02, 1.0, (None, 1.0)
-    for _ in range(30):
-        mid = (low + high) / 2
-        n = parameters("inception_v3", {**INCEPTION_SMALL, "width": mid})
-        if best[0] is None or abs(n - target) < abs(best[0] - target):
-            best = (n, mid)
-        low, high = (mid, high) if n < target else (low, mid)
-    return round(best[1], 4)
+    from xception.experiments.budget import bisect_parameters
+
+    width, _ = bisect_parameters(
+        "inception_v3", lambda w: {"num_classes": 10, "in_chans": 1, **INCEPTION_SMALL, "width": w},
+        target, 0.02, 1.0)
+    return round(width, 4)
 
 
 def model_settings(model: str) -> list[str]:
@@ -132,6 +129,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
+    from xception.provenance import code_version
+
+    code_version()  # read now, before the first run: the code this process trains with
     records = read(args.out)
     if args.summary:
         for r in sorted(records, key=lambda r: (r["size"], r["epochs"], r["model"])):

@@ -38,8 +38,8 @@ def cpu_name() -> str:
 def code_version() -> dict[str, Any]:
     """The git commit of this package's source and whether its tracked files differ from it
     (``None`` for both when it is not a git checkout, e.g. an installed wheel), read once per
-    process when this module is imported: the code a process runs is the code it imported, even
-    if the checkout moves on while it trains."""
+    process: work that trains calls it when it starts (``experiments.runner``, the versus pilot),
+    so a long run records the code it loaded, even if the checkout moves on while it trains."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=_SOURCE, capture_output=True, text=True,
@@ -63,5 +63,3 @@ def environment(threads: int) -> dict[str, Any]:
             "numpy": numpy.__version__, "threads": threads, "machine": platform.machine(),
             "cpu": cpu_name(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
-
-code_version()  # now, at import: what this process loaded

@@ -30,7 +30,7 @@ import torch
 from ..config import RunConfig, merge_changes, parse_assignments, with_changes
 from ..errors import ConfigError
 from ..files import atomic_write_text
-from ..provenance import NUMERICS_VERSION, environment
+from ..provenance import NUMERICS_VERSION, code_version, environment
 from ..training.fit import FitResult, fit
 from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, count_macs
 from .definitions import Experiment, Variant, get_experiment
@@ -200,6 +200,7 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
                    log: Callable[[str], None] = print, reuse: bool = True) -> list[dict]:
     """All variants x seeds; returns one record per run, in variant-then-seed order.
     ``reuse``: take identical runs from the experiments beside ``out_dir`` (module docstring)."""
+    code_version()  # read now, before the first run: the code this process trains with
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "runs.jsonl"
     done = {record["key"]: record for record in read_records(path)}
