@@ -13,6 +13,7 @@ The digits remain as a quick smoke option (``--data digits``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -117,14 +118,23 @@ def match_parameters(model: str, base: dict[str, Any], variant: dict[str, Any],
                      target: int) -> dict[str, Any]:
     """Widths scaled (bisection on one factor) so the variant has about ``target`` parameters."""
     multiple = max(variant.get("segments") or 1, 4)
-    low, high = 0.05, 4.0
-    best_count, best = None, None
-    for _ in range(30):
+    _, overrides = bisect_parameters(
+        model, lambda factor: {**scale_widths(base, model, factor, multiple), **variant}, target,
+        0.05, 4.0)
+    return overrides
+
+
+def bisect_parameters(model: str, overrides_at: Callable[[float], dict[str, Any]], target: int,
+                      low: float, high: float, steps: int = 30) -> tuple[float, dict[str, Any]]:
+    """The factor in [low, high] whose overrides give the parameter count nearest ``target``
+    (bisection: the count rises with the factor), and those overrides."""
+    best: tuple[int, float, dict[str, Any]] | None = None
+    for _ in range(steps):
         factor = (low + high) / 2
-        trial = {**scale_widths(base, model, factor, multiple), **variant}
+        trial = overrides_at(factor)
         count = count_parameters(model, trial)
-        if best_count is None or abs(count - target) < abs(best_count - target):
-            best_count, best = count, trial
+        if best is None or abs(count - target) < abs(best[0] - target):
+            best = (count, factor, trial)
         low, high = (factor, high) if count < target else (low, factor)
     assert best is not None
-    return best
+    return best[1], best[2]

@@ -63,11 +63,14 @@ def by_seed(records: list[dict], variant: str, name: str) -> dict[int, float]:
     return {record["seed"]: metric(record, name) for record in by_variant(records).get(variant, [])}
 
 
+def _names(side: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """One side of a test (``a`` or ``b``) as a tuple of variant names."""
+    return () if side is None else (side,) if isinstance(side, str) else tuple(side)
+
+
 def variants_of(test: Test) -> tuple[str, ...]:
     """The variants ``test`` compares: its ``a`` names, then its ``b`` names."""
-    a_names = (test.a,) if isinstance(test.a, str) else test.a
-    b_names = () if test.b is None else ((test.b,) if isinstance(test.b, str) else test.b)
-    return (*a_names, *b_names)
+    return (*_names(test.a), *_names(test.b))
 
 
 def contrast(test: Test) -> str:
@@ -143,7 +146,7 @@ class Outcome:
 
 def per_seed(records: list[dict], test: Test) -> list[float]:
     """The per-seed effect of ``test`` in points, over the seeds every involved variant has."""
-    a_names = (test.a,) if isinstance(test.a, str) else test.a
+    a_names = _names(test.a)
     variants = variants_of(test)
     series = [by_seed(records, variant, test.metric) for variant in variants]
     missing = [variant for variant, values in zip(variants, series, strict=True) if not values]
