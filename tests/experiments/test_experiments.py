@@ -411,7 +411,7 @@ def test_scaled_widths_never_go_below_the_onednn_minimum():
 
 
 def test_every_registry_builder_takes_the_one_signature():
-    assert NAMES == ("residual", "activation", "spectrum", "order", "compression")
+    assert NAMES == ("residual", "activation", "spectrum", "order", "compression", "versus")
     assert tuple(EXPERIMENTS) == NAMES
     assert MATCHABLE.issubset(EXPERIMENTS)
     base = base_config(TINY_RUN).model.overrides
@@ -427,7 +427,7 @@ def test_every_registry_builder_takes_the_one_signature():
 def test_the_lookup_refuses_unknown_names_and_unmatchable_experiments():
     base = base_config(TINY_RUN).model.overrides
     with pytest.raises(ConfigError, match="unknown experiment 'nope'; choose one of residual, "
-                       "activation, spectrum, order, compression"):
+                       "activation, spectrum, order, compression, versus"):
         get_experiment("nope", "xception_small", base)
     for name in set(NAMES) - MATCHABLE:
         with pytest.raises(ConfigError, match="^--match-params applies to the spectrum and "

@@ -9,61 +9,12 @@ against the numbers. ``EXPERIMENTS`` is the registry: name -> builder, every bui
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
 from .budget import count_parameters, match_parameters, segment_points
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One network (and, where an experiment varies them, its own run settings) to train."""
-
-    name: str
-    overrides: dict[str, Any] = field(default_factory=dict)  # fields of the model's config
-    # other run settings, as typed changes ({"model": {"name": ...}, "data": {...}}); a variant
-    # that names another model than the budget's takes only its own ``overrides``
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Test:
-    """One pre-declared comparison on per-seed values paired by seed.
-
-    ``a``/``b``: variant names; the effect is a - b. A trend test gives ``a`` as the variants
-    along an ordered factor (``levels``, e.g. log2 of a ratio) and, optionally, ``b`` as the
-    same number of baseline variants, making the per-level value a - b (a benefit).
-    ``claim``: "greater" (the effect is > 0) or "equal" (|effect| < the experiment's margin,
-    claimed only through an equivalence test). ``primary`` tests decide the headline verdict
-    and form one Holm family; the others form a second family."""
-
-    label: str
-    a: str | tuple[str, ...]
-    b: str | tuple[str, ...] | None = None
-    claim: str = "greater"
-    metric: str = "final_top1"          # or "auc": mean val top-1 over the epochs
-    primary: bool = True
-    levels: tuple[float, ...] = ()      # a trend test when given
-
-    @property
-    def is_trend(self) -> bool:
-        return bool(self.levels)
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    question: str
-    claim: str
-    variants: tuple[Variant, ...]
-    tests: tuple[Test, ...] = ()
-    confounds: str = ""
-    margin: float = 0.5                 # points: equivalence margin of "equal" claims
-
-    @property
-    def primary_metric(self) -> str:
-        return next(t.metric for t in self.tests if t.primary)
+from .design import Experiment, Test, Variant
+from .versus import versus
 
 
 def matched(variants: list[Variant], model: str, base: dict[str, Any],
@@ -180,7 +131,7 @@ def spectrum(model: str, base: dict[str, Any], match_params: bool) -> Experiment
 # with nothing to match ignore what they do not use. The order is the command line's.
 EXPERIMENTS: dict[str, Callable[[str, dict[str, Any], bool], Experiment]] = {
     "residual": residual, "activation": activation, "spectrum": spectrum, "order": order,
-    "compression": compression}
+    "compression": compression, "versus": versus}
 # the experiments whose builders scale widths for ``match_params`` (named "<name>-matched")
 MATCHABLE = frozenset({"spectrum", "compression"})
 NAMES = tuple(EXPERIMENTS)

@@ -262,11 +262,13 @@ def plot_cost(records: list[dict], path: str | Path, title: str) -> Path:
 
 def plot_benefit(levels: Sequence[float], per_seed: Sequence[Sequence[float]], path: str | Path,
                  title: str, xlabel: str = "bottleneck ratio", ylabel: str = "A − B (points)",
-                 contrast: str = "", seeds: Sequence[int] | None = None) -> Path:
+                 contrast: str = "", seeds: Sequence[int] | None = None,
+                 ticks: Sequence[str] | None = None) -> Path:
     """A benefit A − B (e.g. residual minus no residual, per seed) at each level of an ordered
     factor (log2 axis). ``per_seed[level][j]`` is seed j's: each seed is one line across the
     levels (the per-seed slopes are what the trend test tests; the legend gives each), beside the
-    mean and 95% CI at each level and a line at 0, on an axis zoomed to the data and 0."""
+    mean and 95% CI at each level and a line at 0, on an axis zoomed to the data and 0.
+    ``ticks``: the levels' labels where they are not the levels themselves (training-set sizes)."""
     if len(levels) != len(per_seed):
         raise ValueError(f"{len(levels)} levels but {len(per_seed)} lists of per-seed values")
     counts = {len(values) for values in per_seed}
@@ -293,7 +295,7 @@ def plot_benefit(levels: Sequence[float], per_seed: Sequence[Sequence[float]], p
             label=CI_LABEL)
     ax.axhline(0.0, color="black", lw=1)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(levels), [f"{level:g}" for level in levels])
+    ax.set_xticks(list(levels), list(ticks) if ticks else [f"{level:g}" for level in levels])
     ax.minorticks_off()
     ax.set(xlabel=xlabel, ylabel=ylabel, ylim=_zoom(extent))
     ax.legend(fontsize=7, loc="best", title="lines: seeds (slope of A − B)", title_fontsize=7)

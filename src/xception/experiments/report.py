@@ -10,12 +10,13 @@ numbers.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .budget import budget_reason
-from .definitions import Experiment, Test
+from .design import Experiment, Test
 from .plots import Effect, plot_benefit, plot_cost, plot_curves, plot_effects, plot_summary
 from .significance import ALPHA, POWER, paired, slopes
 from .stats import to_markdown
@@ -29,6 +30,7 @@ from .verdicts import (
     headline,
     log_error_ratios,
     omnibus_test,
+    pair_omnibus,
     per_seed,
 )
 
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     from ..config import RunConfig
 
 METRICS = {"final_top1": "final validation top-1 after the last epoch",
-           "auc": "area under the validation top-1 curve (mean over the epochs)"}
+           "auc": "area under the validation top-1 curve (mean over the epochs)",
+           "test_top1": "test top-1 (the test split, evaluated once, after the last epoch)"}
 
 
 def _claim(test: Test, margin: float) -> str:
@@ -56,7 +59,8 @@ def declared(exp: Experiment) -> list[str]:
              "- Every variant uses the same seeds (initialisation, data order, augmentation); "
              "tests are paired by seed (paired t-test; a trend: per-seed least-squares slopes, "
              "t-tested against 0). 95% confidence intervals.",
-             f"- Holm's correction within each family below at α = {ALPHA}.", *verdict_rule()]
+             f"- Holm's correction within each family below at α = {ALPHA}.", *verdict_rule(),
+             *exp.declarations]
     for primary in (True, False):
         tests = [t for t in exp.tests if t.primary == primary]
         if tests:
@@ -144,17 +148,54 @@ def relative_scale(exp: Experiment, records: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: list[Outcome],
-           setup: list[str], plots: list[str]) -> str:
-    """The whole report as Markdown."""
+def omnibus_line(exp: Experiment, records: list[dict]) -> str:
+    """The omnibus test: one repeated-measures ANOVA over every variant, or, where the variants
+    form pairs (``exp.pairs``), the pairs' main effect and interaction (``pair_omnibus``)."""
+    if exp.pairs:
+        main, f_statistic, p, seeds = pair_omnibus(exp, records)
+        if seeds < 2:
+            return "Omnibus test: needs ≥ 2 seeds of every variant."
+        first, last = exp.pairs[0], exp.pairs[-1]
+        return (f"Omnibus (two-way, repeated measures over {seeds} seeds, primary metric, on the "
+                f"per-seed gaps {first[0]} − {first[1]}, …, {last[0]} − {last[1]}): main effect "
+                f"(the mean gap over the {len(exp.pairs)} pairs) {main.diff:+.2f} points, 95% CI "
+                f"[{main.low:+.2f}, {main.high:+.2f}], p {_p_value(main.p, '= ')}; interaction "
+                f"(do the gaps differ between the pairs? repeated-measures ANOVA on the gaps) "
+                f"F = {f_statistic:.2f}, p {_p_value(p, '= ')}.")
     f_statistic, p, seeds = omnibus_test(exp, records)
-    omni = (f"Omnibus (repeated-measures ANOVA over all {len(exp.variants)} variants, "
-            f"{seeds} seeds, primary metric): F = {f_statistic:.2f}, p {_p_value(p, '= ')}."
-            if not math.isnan(f_statistic) else "Omnibus test: needs ≥ 2 seeds of every variant.")
+    if math.isnan(f_statistic):
+        return "Omnibus test: needs ≥ 2 seeds of every variant."
+    return (f"Omnibus (repeated-measures ANOVA over all {len(exp.variants)} variants, "
+            f"{seeds} seeds, primary metric): F = {f_statistic:.2f}, p {_p_value(p, '= ')}.")
+
+
+def speed_lines(speed: dict | None) -> list[str]:
+    """The side-by-side training speed (``speed.json``, see ``runner.measure_speed``)."""
+    if not speed:
+        return []
+    rates = speed["img_per_s"]
+    (a, rate_a), (b, rate_b) = rates.items()
+    env = speed["environment"]
+    return ["### Training speed, side by side (CPU)", "",
+            f"{a}: {rate_a:.0f} training images/s; {b}: {rate_b:.0f} images/s; ratio "
+            f"{a} / {b} = {rate_a / rate_b:.2f} (the paper, on K80 GPUs: Xception 28 vs Inception "
+            f"V3 31 steps/s = 0.90). One SGD step (fp32, batch {speed['batch']}, "
+            f"{speed['image_size']} px) of each network in turn, median of {speed['reps']} "
+            f"repetitions, in one process on {env['machine']} ({env['cpu']}), {env['threads']} "
+            f"thread(s), torch {env['torch']}; load average {speed['load']:.1f} when measured "
+            "(other runs on the machine slow both networks alike, the turns spread drift over "
+            "both). A CPU figure: it says nothing of GPU speed.", ""]
+
+
+def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: list[Outcome],
+           setup: list[str], plots: list[str], speed: dict | None = None) -> str:
+    """The whole report as Markdown (``speed``: the side-by-side timing, where measured)."""
+    omni = omnibus_line(exp, records)
     lines = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
              f"**Claim.** {exp.claim}", "", "## Declared before the runs", "", *declared(exp), "",
              "## Verdict", "", f"**{headline(outcomes)}** (the primary tests' verdicts combined).",
-             "", *outcome_table(outcomes), "", omni, "", *relative_scale(exp, records)]
+             "", *outcome_table(outcomes), "", omni, "", *relative_scale(exp, records),
+             *speed_lines(speed)]
     if all(row["final_top1"][0] >= 0.99 for row in rows):
         lines += ["Every variant reaches ≥ 99%: at this budget the data cannot separate them.", ""]
     lines += ["## Confounds", "", exp.confounds, "",
@@ -168,28 +209,53 @@ def render(exp: Experiment, records: list[dict], rows: list[dict], outcomes: lis
     return "\n".join(lines)
 
 
-def describe(base: RunConfig, exp: Experiment, seeds: int, records: list[dict], seconds: float,
-             command: str) -> list[str]:
-    """The setup lines of the report: data, budget, model, seeds, each run's environment, time."""
-    train, data = base.train, base.data
+def describe(configs: list[RunConfig], exp: Experiment, seeds: int, records: list[dict],
+             seconds: float, command: str) -> list[str]:
+    """The setup lines of the report: data, budget, model, seeds, each run's environment, time.
+    ``configs``: each variant's run config (seed 0); what differs between them is listed."""
+    first = configs[0]
+    train, data = first.train, first.data
     length = f"{train.max_steps} steps" if train.max_steps else f"{train.epochs} epochs"
+    validation = (f"validation: {data.val_holdout:,} images held out of the training images "
+                  f"(stratified, split seed {data.split_seed}); the test split evaluated once, "
+                  "after the last epoch" if data.val_holdout else
+                  f"validation: {data.val_subset or 'all'} images of the fixed validation split")
+    models = {(cfg.model.name, json.dumps(cfg.model.overrides, sort_keys=True)): cfg
+              for cfg in configs}
     return [
         f"command: `{command}`",
         f"data: {data.name}, {data.image_size} px, training subset {data.train_subset or 'all'} "
-        f"images, validation {data.val_subset or 'all'} images of the fixed validation split",
-        f"budget: {length}, batch {train.batch_size}, {base.optimizer.name} lr "
-        f"{base.optimizer.lr}, {base.schedule.name} schedule, BatchNorm statistics from "
+        f"images; {validation}",
+        f"budget: {length}, batch {train.batch_size}, {first.optimizer.name} lr "
+        f"{first.optimizer.lr}, {first.schedule.name} schedule, BatchNorm statistics from "
         f"{train.bn_recalibration} training batches before each evaluation; the same for every "
-        "variant",
-        f"model: {base.model.name} with {base.model.overrides}",
+        "variant" + ("" if len(configs) < 2 or not _differing(configs) else
+                     " except where listed below"),
+        *(f"model: {name} with {cfg.model.overrides}" for (name, _), cfg in models.items()),
+        *(f"differs between the variants: {key} = {' / '.join(values)}"
+          for key, values in _differing(configs).items()),
         f"seeds: {', '.join(map(str, range(seeds)))} (initialisation, data order, augmentation)",
-        f"why this budget: {budget_reason(data.name)}",
+        f"why this budget: {exp.budget_reason or budget_reason(data.name)}",
         *environment_lines(records),
         f"time: {sum(record['seconds'] for record in records):.0f} s of training and evaluation over "
         f"{len(records)} runs (each timed when it ran); this invocation took {seconds:.0f} s, "
         "reusing runs already in runs.jsonl",
         *shared_line(records),
     ]
+
+
+def _differing(configs: list[RunConfig]) -> dict[str, list[str]]:
+    """``section.key`` -> its distinct values (in first-seen order) where the variants' configs
+    differ, the model section left out (its lines name every network)."""
+    flat = [{f"{section}.{key}": json.dumps(value, sort_keys=True)
+             for section, values in cfg.to_dict().items() if section != "model"
+             for key, value in values.items()} for cfg in configs]
+    out: dict[str, list[str]] = {}
+    for key in flat[0]:
+        values = list(dict.fromkeys(entry.get(key, "unset") for entry in flat))
+        if len(values) > 1:
+            out[key] = values
+    return out
 
 
 def environment_lines(records: list[dict]) -> list[str]:
@@ -232,7 +298,8 @@ def write_plots(exp: Experiment, records: list[dict], outcomes: list[Outcome], o
     """Curves, per-seed summary, effects (and cost / benefit plots where they apply); returns
     the plots' names, as the report links them."""
     plot_curves(records, out / "curves.png", exp.name)
-    plot_summary(records, out / "summary.png", exp.name)
+    metric = exp.primary_metric
+    plot_summary(records, out / "summary.png", exp.name, metric, f"{METRICS[metric].split(' (')[0]} (%)")
     plot_effects([Effect(outcome.test.label, outcome.per_seed, outcome.effect.diff,
                          outcome.effect.low, outcome.effect.high, outcome.verdict,
                          contrast(outcome.test), outcome.test.is_trend,
@@ -251,6 +318,8 @@ def write_plots(exp: Experiment, records: list[dict], outcomes: list[Outcome], o
         seeds = sorted(set.intersection(*(set(a) & set(b) for a, b in series)))
         per_level = [[SCALE * (a[seed] - b[seed]) for seed in seeds] for a, b in series]
         plot_benefit([2 ** level for level in trend.levels], per_level, out / "benefit.png",
-                     exp.name, contrast=contrast(trend).split(": ", 1)[-1], seeds=seeds)
+                     exp.name, exp.factor, f"{METRICS[trend.metric].split(' (')[0]}, A − B (points)",
+                     contrast=contrast(trend).split(": ", 1)[-1], seeds=seeds,
+                     ticks=exp.factor_ticks or None)
         names.append("benefit")
     return names

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -33,6 +34,7 @@ from ..files import atomic_write_text
 from ..provenance import NUMERICS_VERSION, code_version, environment
 from ..training.fit import FitResult, fit
 from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, count_macs
+from .claims import CLAIMS, append_line, claim, release
 from .definitions import Experiment, Variant, get_experiment
 from .report import describe, render, write_plots
 from .stats import summarize, to_csv, to_markdown
@@ -62,23 +64,92 @@ def run(name: str, seeds: int = 5, overrides: list[str] = (), out_dir: str | Pat
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     log(f"experiment {experiment.name}: {len(experiment.variants)} variants x {seeds} seeds -> {out}")
+    check_settings(experiment, list(overrides))
     started = time.perf_counter()
-    if report_only:
-        records = recorded_runs(experiment, list(range(seeds)), out / "runs.jsonl")
-    else:
+    if not report_only:
         records = run_experiment(experiment, base, list(range(seeds)), out, log, reuse)
+        if len(records) < len(experiment.variants) * seeds:
+            log(f"{len(experiment.variants) * seeds - len(records)} runs are being trained by "
+                "other processes sharing this folder; the report is written by the last "
+                "process to finish (or rerun with --report-only)")
+            return out
+    else:
+        records = recorded_runs(experiment, list(range(seeds)), out / "runs.jsonl")
     rows = summarize(records)
     outcomes = evaluate(experiment, records)
     atomic_write_text(out / "results.md", to_markdown(rows))
     atomic_write_text(out / "results.csv", to_csv(rows))
     plots = write_plots(experiment, records, outcomes, out)
-    setup = describe(base, experiment, seeds, records, time.perf_counter() - started,
+    speed = measure_speed(experiment, base, out, log) if experiment.side_by_side else None
+    configs = [variant_config(base, variant.overrides, 0, variant.settings)
+               for variant in experiment.variants]
+    setup = describe(configs, experiment, seeds, records, time.perf_counter() - started,
                      command or f"xception experiment {name} --seeds {seeds}")
-    atomic_write_text(out / "report.md", render(experiment, records, rows, outcomes, setup, plots))
+    atomic_write_text(out / "report.md", render(experiment, records, rows, outcomes, setup, plots,
+                                                speed))
     log(to_markdown(rows))
     log(f"verdict: {headline(outcomes)}")
     log(f"report: {out / 'report.md'}")
     return out
+
+
+def measure_speed(experiment: Experiment, base: RunConfig, out: Path,
+                  log: Callable[[str], None] = print, reps: int = 15, num_classes: int = 10,
+                  in_chans: int = 1) -> dict:
+    """Training images/s of the ``side_by_side`` variants' networks (for ``num_classes`` and
+    ``in_chans``: Fashion-MNIST's by default), in this process, in turns
+    (``bench.timing.side_by_side_training``), kept in ``speed.json``: measured once, again only
+    when the networks change."""
+    from ..bench.timing import side_by_side_training
+    from ..models.registry import build_model, model_config
+
+    path = out / "speed.json"
+    variants = {variant.name: variant for variant in experiment.variants}
+    configs = {label: variant_config(base, variants[name].overrides, 0, variants[name].settings)
+               for label, name in experiment.side_by_side}
+    networks = {name: [cfg.model.name, cfg.model.overrides] for name, cfg in configs.items()}
+    if path.exists():
+        kept = json.loads(path.read_text())
+        if kept.get("networks") == networks:
+            return kept
+    cfg = next(iter(configs.values()))
+    threads = cfg.train.threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        models = {name: build_model(model_config(c.model.name, num_classes=num_classes,
+                                                 in_chans=in_chans, **c.model.overrides))
+                  for name, c in configs.items()}
+        log(f"timing {' and '.join(models)} side by side ({reps} repetitions)")
+        load = os.getloadavg()[0]
+        rates = side_by_side_training(models, (in_chans, cfg.data.image_size, cfg.data.image_size),
+                                      num_classes,
+                                      batch=cfg.train.batch_size, reps=reps)
+    finally:
+        torch.set_num_threads(previous)
+    speed = {"networks": networks, "img_per_s": rates, "batch": cfg.train.batch_size,
+             "image_size": cfg.data.image_size, "reps": reps, "load": load,
+             "environment": environment(threads)}
+    atomic_write_text(path, json.dumps(speed, indent=1) + "\n")
+    return speed
+
+
+def check_settings(experiment: Experiment, overrides: list[str]) -> None:
+    """Refuse ``--set`` keys that some variant sets itself: the variant's value would win for
+    it and the user's for the others, a comparison nobody asked for."""
+    user = parse_assignments(overrides)
+    clashes: set[str] = set()
+    for variant in experiment.variants:
+        for section, values in variant.settings.items():
+            if section == "model":  # a variant that names its own network owns the model section
+                clashes |= {f"model.{key}" for key in user.get("model", {})}
+                continue
+            clashes |= {f"{section}.{key}" for key in values if key in user.get(section, {})}
+    if clashes:
+        raise ConfigError(
+            f"experiment {experiment.name} sets {', '.join(sorted(clashes))} itself (per "
+            "variant, fixed before the runs); --set / --data / --epochs cannot change "
+            f"{'it' if len(clashes) == 1 else 'them'}")
 
 
 def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int,
@@ -171,9 +242,9 @@ def reused_record(twin: dict, key: str, experiment: Experiment, variant: Variant
 
 
 def append_record(path: Path, record: dict) -> dict:
-    """Append one finished run to ``runs.jsonl`` at once (what makes experiments resumable)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one finished run to ``runs.jsonl`` at once (what makes experiments resumable),
+    locked against the other processes sharing the folder (``claims.py``)."""
+    append_line(path, json.dumps(record))
     return record
 
 
@@ -198,31 +269,40 @@ def recorded_runs(experiment: Experiment, seeds: list[int], path: Path) -> list[
 
 def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], out_dir: Path,
                    log: Callable[[str], None] = print, reuse: bool = True) -> list[dict]:
-    """All variants x seeds; returns one record per run, in variant-then-seed order.
+    """All variants x seeds, trained seed by seed; returns one record per finished run, in
+    variant-then-seed order (without the runs other processes still train: ``claims.py``).
     ``reuse``: take identical runs from the experiments beside ``out_dir`` (module docstring)."""
     code_version()  # read now, before the first run: the code this process trains with
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "runs.jsonl"
-    done = {record["key"]: record for record in read_records(path)}
     shared = shared_runs(base, out_dir, log) if reuse else {}
-    records, total = [], len(experiment.variants) * len(seeds)
-    for variant in experiment.variants:
-        for seed in seeds:
-            cfg = variant_config(base, variant.overrides, seed, variant.settings)
-            key = run_key(cfg)
-            tag = f"[{len(records) + 1}/{total}] {variant.name}, seed {seed}"
-            if key in done:
-                records.append(done[key])
-                log(f"{tag}: already done")
-                continue
-            twin = shared.get(model_identity(cfg))
-            if twin is not None:
-                record = append_record(path, reused_record(twin, key, experiment, variant, cfg))
-                records.append(record)
-                origin = record["reused_from"]
-                log(f"{tag}: the same network, budget and seed as {origin['folder']}'s "
-                    f"{origin['variant']!r}: reused")
-                continue
+    planned = {(variant.name, seed): variant_config(base, variant.overrides, seed, variant.settings)
+               for variant in experiment.variants for seed in seeds}
+    found: dict[tuple[str, int], dict] = {}
+    # seed by seed, so a stopped experiment has every variant of its first seeds
+    order = [(variant, seed) for seed in seeds for variant in experiment.variants]
+    for number, (variant, seed) in enumerate(order, 1):
+        cfg = planned[variant.name, seed]
+        key = run_key(cfg)
+        tag = f"[{number}/{len(order)}] {variant.name}, seed {seed}"
+        done = {record["key"]: record for record in read_records(path)}  # other processes' too
+        if key in done:
+            found[variant.name, seed] = done[key]
+            log(f"{tag}: already done")
+            continue
+        twin = shared.get(model_identity(cfg))
+        if twin is not None:
+            record = append_record(path, reused_record(twin, key, experiment, variant, cfg))
+            found[variant.name, seed] = record
+            origin = record["reused_from"]
+            log(f"{tag}: the same network, budget and seed as {origin['folder']}'s "
+                f"{origin['variant']!r}: reused")
+            continue
+        holder = claim(out_dir / CLAIMS, key)
+        if holder is not None:
+            log(f"{tag}: being trained by another process ({holder}); left to it")
+            continue
+        try:
             started = time.perf_counter()
             result = fit(cfg, None, log=lambda s: None)
             if result.interrupted:  # SIGTERM/SIGINT: keep what is finished, record nothing partial
@@ -231,7 +311,13 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
                 raise KeyboardInterrupt
             record = run_record(experiment, variant, seed, key, cfg, result,
                                 time.perf_counter() - started)
-            records.append(append_record(path, record))
-            log(f"{tag}: final val top-1 {100 * record['final_top1']:.2f}% "
-                f"(best {100 * record['best_top1']:.2f}%), {record['seconds']:.0f} s")
-    return records
+            found[variant.name, seed] = append_record(path, record)
+        finally:
+            release(out_dir / CLAIMS, key)
+        log(f"{tag}: final val top-1 {100 * record['final_top1']:.2f}% "
+            f"(best {100 * record['best_top1']:.2f}%), {record['seconds']:.0f} s")
+    done = {record["key"]: record for record in read_records(path)}  # what the others finished
+    for pair, cfg in planned.items():
+        found.setdefault(pair, done.get(run_key(cfg)))
+    return [found[variant.name, seed] for variant in experiment.variants for seed in seeds
+            if found[variant.name, seed] is not None]

@@ -48,13 +48,24 @@ QUANTITIES = {  # name -> (header, value of one run, scale for display, decimals
 }
 
 
+# the test split's top-1, evaluated once at the end where a validation split was held out
+TEST = {"test_top1": ("test top-1 (%)", lambda run: run.get("test_top1"), 100.0, 2)}
+
+
+def quantities(rows: list[dict]) -> dict:
+    """The table's columns: QUANTITIES, and the test top-1 where every row has one."""
+    return {**(TEST if rows and all("test_top1" in row for row in rows) else {}), **QUANTITIES}
+
+
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per variant (first-seen order): (mean, low, high) of every quantity."""
+    """One row per variant (first-seen order): (mean, low, high) of every quantity (the test
+    top-1 only where every run has one)."""
     rows = []
+    tested = all(run.get("test_top1") is not None for run in records)
     for variant, runs in by_variant(records).items():
         row = {"variant": variant, "seeds": len(runs), "params": runs[0]["params"],
                "macs": runs[0]["macs"], "epochs": len(runs[0]["history"])}
-        for key, (_, get, _, _) in QUANTITIES.items():
+        for key, (_, get, _, _) in {**(TEST if tested else {}), **QUANTITIES}.items():
             row[key] = mean_ci([get(run) for run in runs])
         rows.append(row)
     return rows
@@ -68,12 +79,13 @@ def _cell(ci: tuple[float, float, float], scale: float, decimals: int) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    head = ["variant", "seeds", *(header for header, *_ in QUANTITIES.values()), "params", "MMACs"]
+    columns = quantities(rows)
+    head = ["variant", "seeds", *(header for header, *_ in columns.values()), "params", "MMACs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["variant"], str(row["seeds"])]
         cells += [_cell(row[key], scale, decimals)
-                  for key, (_, _, scale, decimals) in QUANTITIES.items()]
+                  for key, (_, _, scale, decimals) in columns.items()]
         cells += [f"{row['params']:,}", f"{row['macs'] / 1e6:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -83,11 +95,12 @@ def to_csv(rows: list[dict]) -> str:
     """Machine-readable: mean and the 95% interval's ends in separate columns, raw units."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
+    columns = quantities(rows)
     writer.writerow(["variant", "seeds", "epochs",
-                     *(f"{key}_{end}" for key in QUANTITIES for end in ("mean", "ci_low", "ci_high")),
+                     *(f"{key}_{end}" for key in columns for end in ("mean", "ci_low", "ci_high")),
                      "params", "macs"])
     for row in rows:
         writer.writerow([row["variant"], row["seeds"], row["epochs"],
-                         *(value for key in QUANTITIES for value in row[key]),
+                         *(value for key in columns for value in row[key]),
                          row["params"], row["macs"]])
     return buffer.getvalue()

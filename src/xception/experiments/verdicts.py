@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .definitions import Experiment, Test
+from .design import Experiment, Test
 from .significance import (
     ALPHA,
     POWER,
@@ -238,6 +238,20 @@ def error_ratio(log_ratios: list[float]) -> tuple[float, float, float]:
     per-seed log ratio, back-transformed (paired by seed)."""
     mean, low, high = mean_ci(log_ratios)
     return math.exp(mean), math.exp(low), math.exp(high)
+
+
+def pair_omnibus(exp: Experiment, records: list[dict]) -> tuple[Paired, float, float, int]:
+    """Where the variants form pairs (``exp.pairs``: factor A x factor B), the two-way omnibus
+    on the primary metric, as per-seed gaps a − b (points): the main effect of A (the mean gap
+    over the pairs, t-tested against 0 across seeds) and the A x B interaction (do the gaps
+    differ between the pairs? repeated-measures ANOVA on the gaps). (main, F, p, seeds)."""
+    gaps = [per_seed(records, Test("", a, b, metric=exp.primary_metric)) for a, b in exp.pairs]
+    seeds = min(len(gap) for gap in gaps)
+    table = [[gap[i] for gap in gaps] for i in range(seeds)]
+    means = [sum(row) / len(row) for row in table]
+    main = paired(means, [0.0] * len(means))
+    f_statistic, p = omnibus(table)
+    return main, f_statistic, p, seeds
 
 
 def omnibus_test(exp: Experiment, records: list[dict]) -> tuple[float, float, int]:
