@@ -90,7 +90,7 @@ def test_cli_config_file_merges_over_recipe(tmp_path):
     f.write_text(json.dumps({"optim": {"lr": 0.2}, "train": {"epochs": 3}}))
     args = Namespace(resume=None, recipe="paper-imagenet", config=str(f), data=None, model=None,
                      epochs=None, batch_size=None, lr=None, seed=None, device=None, precision=None,
-                     workers=None, compile=None, no_progress=True,
+                     workers=None, compile=None, no_progress=True, init=None,
                      overrides=["schedule.decay_rate=0.5"])
     cfg = resolve_config(args)
     assert cfg.optimizer.lr == 0.2 and cfg.train.epochs == 3          # from the file

@@ -20,7 +20,7 @@ from xception.errors import ConfigError
 from xception.experiments import base_config, get_experiment, run
 from xception.experiments import versus as V
 from xception.experiments.claims import claim, release
-from xception.experiments.runner import run_key, variant_config
+from xception.experiments.runner import identity_dict, run_key, variant_config
 from xception.models.registry import build_model, model_config
 
 ROOT = Path(__file__).parents[2]
@@ -164,3 +164,17 @@ def test_two_processes_share_the_runs_and_the_last_writes_the_report(monkeypatch
     assert "30 images held out of the training images" in report
     assert (out / "benefit.png").exists() and not list((out / "claims").iterdir())
 
+
+
+def test_settings_added_later_keep_the_recorded_runs_keys():
+    """A setting added after runs were recorded (fine-tuning's) is left out of a run's key at
+    its neutral default, so the recorded runs are still found; set, it changes the key."""
+    from xception.config.loader import flatten
+    from xception.experiments.runner import NEUTRAL
+
+    defaults = flatten(RunConfig())
+    assert all(defaults[key] == value for key, value in NEUTRAL.items())
+    base = apply_overrides(RunConfig(), ["train.epochs=2"])
+    changed = apply_overrides(base, ["train.freeze=backbone"])
+    assert run_key(base) != run_key(changed)
+    assert "freeze" not in json.dumps(identity_dict(base))

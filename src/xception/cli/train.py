@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name, e.g. xception_small, xception, inception_v3")
     p.add_argument("--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, an ImageFolder "
                    "root (train/ + val/) or a multi-label manifest folder/file")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="start from these weights (any file or run folder `convert` reads: "
+                   "Keras .h5/.keras, timm .pth, ours); matching tensors are loaded, the "
+                   "classifier is new for the data's classes (train.init)")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, help="global batch (all processes together)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (see optimizer.lr_reference_batch)")
@@ -73,7 +77,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
              "optimizer": {"lr": args.lr},
              "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                        "device": args.device, "precision": args.precision,
-                       "compile": args.compile, "progress": False if args.no_progress else None}}
+                       "compile": args.compile, "progress": False if args.no_progress else None,
+                       "init": args.init}}
     given = {section: {k: v for k, v in values.items() if v is not None}
              for section, values in flags.items()}
     layers.append({section: values for section, values in given.items() if values})

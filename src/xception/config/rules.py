@@ -49,6 +49,9 @@ RANGES: dict[str, Range] = {
     "train.bn_recalibration": (lambda v: v >= 0, ">= 0 (training batches; 0 = off)"),
     "train.max_nonfinite": (lambda v: v >= 1, ">= 1"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
+    "train.unfreeze_epoch": (lambda v: v >= 0, ">= 0 (0: no second phase)"),
+    "train.unfreeze_lr_scale": (lambda v: v > 0, "> 0"),
+    "optimizer.head_lr_scale": (lambda v: v > 0, "> 0"),
 }
 
 
@@ -66,6 +69,12 @@ def validate(cfg: Any) -> None:
     if train.batch_size % (world * train.accum_steps):
         raise ConfigError(f"train.batch_size={train.batch_size} (global) must be divisible by "
                           f"{world} process(es) x train.accum_steps={train.accum_steps}")
+    if train.unfreeze_epoch > train.epochs:
+        raise ConfigError(f"train.unfreeze_epoch={train.unfreeze_epoch} is after the last epoch "
+                          f"(train.epochs={train.epochs}); phase 2 would never start")
+    if train.unfreeze_epoch and train.freeze == "none" and not train.freeze_bn:
+        raise ConfigError("train.unfreeze_epoch is set but nothing is frozen: set train.freeze "
+                          "(e.g. backbone) for phase 1, or leave train.unfreeze_epoch=0")
     size, least = cfg.data.image_size, cfg.model.config.min_input_size
     if size < least:
         raise ConfigError(f"data.image_size={size}: input {size}x{size} is smaller than "

@@ -75,6 +75,7 @@ class OptimizerSection:
     eps: float = 1.0              # RMSprop epsilon (1.0 as in TF's Inception training)
     label_smoothing: float = 0.0  # single-label only
     clip_grad_norm: float = 0.0   # >0: clip the global gradient norm to this
+    head_lr_scale: float = 1.0    # the head's learning rate = lr x this (fine-tuning: > 1)
 
     def __post_init__(self) -> None:
         rules.check_section(self, "optimizer")
@@ -116,6 +117,14 @@ class TrainSection:
     log_every: int = 100
     tensorboard: bool = False     # also write TensorBoard scalars to <run>/tensorboard
     dist_backend: str = "auto"    # torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    # fine-tuning (training/pretrained.py, training/freezing.py)
+    init: str = ""                # weights file or run folder to start from (any convert reads)
+    freeze: str = "none"          # none | backbone | comma-separated stage names (stem,...)
+    freeze_bn: bool = False       # every BatchNorm in inference mode (running statistics kept)
+    bn_affine: bool = False       # with freeze_bn: still train BatchNorm's scale and shift
+    unfreeze_epoch: int = 0       # >0: from this epoch on everything trains (phase 2), with a
+    #                               new optimizer at optimizer.lr x unfreeze_lr_scale
+    unfreeze_lr_scale: float = 0.01
 
     def __post_init__(self) -> None:
         rules.check_section(self, "train")

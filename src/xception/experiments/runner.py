@@ -164,17 +164,31 @@ def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int,
     return with_changes(base, changes)  # one new config, validated once
 
 
+# settings added after runs were recorded, with the default that leaves a run as it was: left
+# out of a run's identity while at that default, so the recorded runs keep their keys
+NEUTRAL = {"train.init": "", "train.freeze": "none", "train.freeze_bn": False,
+           "train.bn_affine": False, "train.unfreeze_epoch": 0, "train.unfreeze_lr_scale": 0.01,
+           "optimizer.head_lr_scale": 1.0}
+
+
+def identity_dict(cfg: RunConfig) -> dict:
+    """``cfg.to_dict()`` without the ``NEUTRAL`` settings that are at their neutral default."""
+    return {section: {key: value for key, value in values.items()
+                      if NEUTRAL.get(f"{section}.{key}", object()) != value}
+            for section, values in cfg.to_dict().items()}
+
+
 def run_key(cfg: RunConfig) -> str:
     """The identity of a run: its full config and the code's numerics version, so a record made
     before a change of the arithmetic is not found again (``provenance.NUMERICS_VERSION``)."""
-    identity = f"{cfg.to_json()}\nnumerics {NUMERICS_VERSION}"
+    identity = f"{json.dumps(identity_dict(cfg), indent=2)}\nnumerics {NUMERICS_VERSION}"
     return hashlib.sha1(identity.encode()).hexdigest()[:16]
 
 
 def model_identity(cfg: RunConfig) -> str:
     """Like ``run_key``, but with the model's overrides resolved to its full config, so
     ``{"residual": True}`` and ``{"mid_activation": None}`` (both the default network) match."""
-    resolved = cfg.to_dict()
+    resolved = identity_dict(cfg)
     resolved["model"] = {"name": cfg.model.name, "config": asdict(cfg.model.config)}
     resolved["numerics"] = NUMERICS_VERSION
     return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]

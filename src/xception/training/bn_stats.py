@@ -20,11 +20,13 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import make_loader
 from ..evaluation import autocast
+from .freezing import is_inference_bn
 
 
 class FixedBatches(Sampler[list]):
@@ -71,5 +73,28 @@ def recalibrate(model: nn.Module, loader: DataLoader, epoch: int, device: torch.
                 yield b.x.to(device, non_blocking=True, memory_format=memory_format)
 
     with autocast(device, dtype):
-        update_bn(images(), model)
+        if any(is_inference_bn(m) for m in model.modules()):
+            _update_trainable_bn(images(), model)
+        else:
+            update_bn(images(), model)
     return seen
+
+
+def _update_trainable_bn(images: Iterator[torch.Tensor], model: nn.Module) -> None:
+    """``update_bn`` for the BatchNorm layers not held in inference mode (``train.freeze_bn``,
+    frozen stages): theirs are the pretrained statistics and stay as they are; ``update_bn``
+    would reset every BatchNorm layer."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and not is_inference_bn(m)]
+    if not layers:  # every BatchNorm layer keeps its statistics: nothing to recompute
+        return
+    momenta = {m: m.momentum for m in layers}
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    was_training = model.training
+    model.train()
+    for x in images:
+        model(x)
+    for m in layers:
+        m.momentum = momenta[m]
+    model.train(was_training)

@@ -31,11 +31,15 @@ from ..errors import ConfigError
 from ..evaluation import autocast_dtype
 from ..models import build_model
 from ..weights import save_weights
+from ..weights.load import Source
 from .batches import RunData, build_run_splits
 from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from .engine import Engine, make_ema, train_step
 from .epoch import check_bad, epoch_row, record_step, split_scores
+from .freezing import freeze
 from .optimizers import build_optimizer, build_scheduler, scaled_lr
+from .phases import enter_phase_two, phase_steps
+from .pretrained import load_pretrained, read_init, with_source_numerics
 from .runfolder import RunFolder
 from .runlog import RunLog, check_tensorboard
 from .signals import StopFlag
@@ -82,6 +86,10 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None,
     if resume and out_dir is None:
         raise ConfigError("resume needs the run folder (out_dir)")
     out = Path(out_dir) if out_dir is not None else None
+    init = None
+    if cfg.train.init and not resume:  # a resumed run has its weights (and numerics) already
+        init = read_init(cfg.train.init)  # a bad file fails before any folder is made
+        cfg = with_source_numerics(cfg, init)
     ctx = setup(cfg.train.device, cfg.train.dist_backend)
     if ctx.device.type == "cpu":
         keep_freed_memory()
@@ -91,7 +99,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None,
     try:
         if folder is not None:
             folder.open()
-        run = _Run.set_up(cfg, ctx, out, log, resume)
+        run = _Run.set_up(cfg, ctx, out, log, resume, init)
         if folder is not None:  # the data, the model and any checkpoint are fine
             folder.write_config(cfg.to_json())
         with StopFlag() as stop:
@@ -131,9 +139,10 @@ class _Run:
 
     @classmethod
     def set_up(cls, cfg: RunConfig, ctx: DistContext, out_dir: Path | None,
-               log: Callable[[str], None], resume: bool) -> _Run:
+               log: Callable[[str], None], resume: bool, init: Source | None = None) -> _Run:
         """Everything before the first step, in the order that fixes the random streams: seed,
-        data, model init, per-rank seed, optimizer and schedule, then the resumed state."""
+        data, model init (and ``init``'s pretrained tensors, the frozen stages), per-rank seed,
+        optimizer and schedule, then the resumed state (in its fine-tuning phase)."""
         train_cfg = cfg.train  # validated when it was made: ranges, batch split, image size
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
@@ -146,6 +155,11 @@ class _Run:
         info = splits.info
         model_cfg = fit_to_data(cfg, info.num_classes, info.preprocess.in_chans, info.multi_label)
         raw = _model(model_cfg, ctx, train_cfg.channels_last)
+        if init is not None:
+            run_log(str(load_pretrained(raw, init, info.class_names)))
+        frozen = freeze(raw, train_cfg.freeze, train_cfg.freeze_bn, train_cfg.bn_affine)
+        if frozen.stages or frozen.inference_bn:
+            run_log(str(frozen))
         torch.manual_seed(train_cfg.seed + ctx.rank)  # dropout masks differ across processes
         data = RunData.build(cfg, ctx, splits)
         lr = scaled_lr(cfg.optimizer, train_cfg.batch_size)
@@ -156,6 +170,9 @@ class _Run:
         state = _train_state(cfg, ctx, raw, data.sampler, lr, dtype)
         if checkpoint is not None:
             warn_changed_settings(checkpoint["config"], cfg, run_log)
+            if checkpoint.get("phase", 1) == 2:  # stopped in phase 2: its optimizer first
+                enter_phase_two(cfg, state, lr, data.sampler.steps_per_epoch,
+                                train_cfg.batch_size, data.sampler.epoch_samples)
             state.load_state_dict(checkpoint, warn=run_log)
         engine = _engine(cfg, state, info, dtype)
         return cls(cfg, out_dir, engine, data, run_log)
@@ -167,6 +184,9 @@ class _Run:
             progress = self.state.progress
             if train_cfg.max_steps and progress.global_step >= train_cfg.max_steps:
                 break
+            if train_cfg.unfreeze_epoch and epoch >= train_cfg.unfreeze_epoch \
+                    and self.state.phase == 1:
+                self._phase_two(epoch)
             self.data.sampler.set_epoch(epoch, progress.step_in_epoch)
             self.log.start_epoch(epoch, train_cfg.epochs, self.data.sampler.steps_per_epoch,
                                  progress.step_in_epoch)
@@ -184,6 +204,16 @@ class _Run:
             if any_rank(self.ctx, [stop.is_set])[0]:
                 self._interrupted(f"stopped by signal after epoch {epoch}")
                 break
+
+    def _phase_two(self, epoch: int) -> None:
+        """Unfreeze for phase 2 (``phases.py``) and wrap the model anew (DDP, compile)."""
+        sampler, cfg = self.data.sampler, self.cfg
+        lr = scaled_lr(cfg.optimizer, cfg.train.batch_size)
+        frozen = enter_phase_two(cfg, self.state, lr, sampler.steps_per_epoch,
+                                 cfg.train.batch_size, sampler.epoch_samples)
+        self.engine = _engine(cfg, self.state, self.data.info, self.engine.dtype)
+        self.log(f"epoch {epoch}: phase 2 of fine-tuning, {frozen}; lr "
+                 f"{lr * cfg.train.unfreeze_lr_scale:.4g}")
 
     def _steps(self, epoch: int, stop: StopFlag) -> bool:
         """The epoch's optimizer steps from where it stands; True if a signal asked to stop."""
@@ -283,9 +313,7 @@ def _train_state(cfg: RunConfig, ctx: DistContext, raw: nn.Module, sampler: Trai
                  dtype: torch.dtype | None) -> TrainState:
     """A fresh state: optimizer, per-step LR schedule over the run's step budget, scaler, EMA."""
     train_cfg, steps = cfg.train, sampler.steps_per_epoch
-    total_steps = train_cfg.epochs * steps
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
+    total_steps = phase_steps(cfg, steps, 1)  # the whole run, or phase 1 of a fine-tuning
     optimizer = build_optimizer(raw, cfg.optimizer, lr)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch=steps,
                                 batch=train_cfg.batch_size, epoch_samples=sampler.epoch_samples)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import OptimizerSection, ScheduleSection
+from ..errors import ConfigError
 
 
 def scaled_lr(cfg: OptimizerSection, global_batch: int) -> float:
@@ -25,7 +26,8 @@ def scaled_lr(cfg: OptimizerSection, global_batch: int) -> float:
 
 def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = None
                     ) -> torch.optim.Optimizer:
-    """No weight decay on BatchNorm parameters and biases (1-d tensors), as usual for convnets.
+    """No weight decay on BatchNorm parameters and biases (1-d tensors), as usual for convnets;
+    only trainable parameters (``train.freeze``); the head at ``lr x head_lr_scale``.
 
     The update runs as PyTorch's fused kernel where it has one (SGD and AdamW on CPU/CUDA,
     ``update_kernel``): one pass over each tensor instead of several ops per parameter or
@@ -34,11 +36,12 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = 
     the loop).
     """
     lr = cfg.lr if lr is None else lr
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    kernel = update_kernel(decay + no_decay, fused_available=cfg.name in ("sgd", "adamw"))
+    groups = param_groups(model, cfg, lr)
+    if not any(group["params"] for group in groups):
+        raise ConfigError("no parameter trains: every stage is frozen (train.freeze), and "
+                          "BatchNorm's scale and shift with them; unfreeze something")
+    params = [p for group in groups for p in group["params"]]
+    kernel = update_kernel(params, fused_available=cfg.name in ("sgd", "adamw"))
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, **kernel)
@@ -46,6 +49,25 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSection, lr: float | None = 
         return torch.optim.AdamW(groups, lr=lr, **kernel)
     return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum, alpha=cfg.alpha, eps=cfg.eps,
                                **kernel)
+
+
+def param_groups(model: nn.Module, cfg: OptimizerSection, lr: float) -> list[dict]:
+    """The trainable parameters in groups: with weight decay (> 1-d) and without; with a
+    ``head_lr_scale`` other than 1 the head's in groups of their own at that multiple of ``lr``.
+    Frozen parameters (``requires_grad=False``) are in none: no state, no decay."""
+    head = getattr(model, "head", None)
+    in_head = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    parts = ((None, 1.0),) if cfg.head_lr_scale == 1.0 else ((False, 1.0),
+                                                            (True, cfg.head_lr_scale))
+    groups = []
+    for part, scale in parts:
+        for decay in (True, False):
+            chosen = [p for p in model.parameters() if p.requires_grad and (p.dim() > 1) == decay
+                      and (part is None or (id(p) in in_head) == part)]
+            if chosen or part is None:  # one rate: always the two groups (old checkpoints)
+                groups.append({"params": chosen, "lr": lr * scale,
+                               "weight_decay": cfg.weight_decay if decay else 0.0})
+    return groups
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

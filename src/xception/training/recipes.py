@@ -113,11 +113,40 @@ def paper_jft_fc() -> Recipe:
     return merge_changes(paper_jft(), {"model": {"fc_layers": [4096, 4096]}})
 
 
+def finetune() -> Recipe:
+    """Fine-tune pretrained Xception weights on your own images, in two phases in one run, as
+    Keras' "Transfer learning & fine-tuning" guide does it with Xception.
+
+    Command (a Keras ImageNet file, converted or as downloaded; an ImageFolder with train/ and
+    val/)::
+
+        xception train --recipe finetune --init xception_weights_tf_dim_ordering_tf_kernels.h5 \
+            --data /data/my-images --out runs/finetuned
+
+    Phase 1 (epochs 1-20): the backbone frozen, every BatchNorm layer in inference mode (its
+    ImageNet statistics, never batch statistics: the guide's lesson), a new head (global
+    pooling -> dropout 0.2 -> linear) trained with Adam(W) at 1e-3. Phase 2 (epochs 21-30):
+    everything trains, BatchNorm still in inference mode, a new Adam(W) at 1e-5
+    (``train.unfreeze_lr_scale=0.01``). The phase is saved in the checkpoint, so ``--resume``
+    continues in the right one. Ours: no weight decay and a constant rate (the guide's Adam),
+    batch 32, 299 px with crop + flip augmentation.
+    """
+    return {
+        "model": {"name": "xception", "overrides": {"dropout": 0.2}},
+        "data": {"name": "imagefolder", "image_size": 299, "augment": True,
+                 "min_crop_scale": 0.5, "hflip": True},
+        "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+        "schedule": {"name": "constant", "warmup_fraction": 0.0},
+        "train": {"epochs": 30, "batch_size": 32, "freeze": "backbone", "freeze_bn": True,
+                  "unfreeze_epoch": 21, "unfreeze_lr_scale": 0.01}}
+
+
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "quick": quick,
     "paper-imagenet": paper_imagenet,
     "paper-jft": paper_jft,
     "paper-jft-fc": paper_jft_fc,
+    "finetune": finetune,
 }
 
 

@@ -72,6 +72,7 @@ class TrainState:
     progress: Progress = field(default_factory=Progress)
     history: list[dict] = field(default_factory=list)   # one metrics row per finished epoch
     ctx: DistContext = field(default_factory=DistContext)
+    phase: int = 1                    # fine-tuning: 2 once train.unfreeze_epoch has unfrozen all
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint contents: the epoch sums all-reduced, every rank's torch (and CUDA) RNG
@@ -82,7 +83,7 @@ class TrainState:
         torch_states = gather_tensors(ctx, rng["torch"])
         cuda_states = gather_tensors(ctx, rng["cuda"]) if "cuda" in rng else None
         return {
-            "world_size": ctx.world_size,
+            "world_size": ctx.world_size, "phase": self.phase,
             "progress": asdict(self.progress) | dict(zip(SUMS, sums, strict=True)),
             "history": self.history, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -94,6 +95,9 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any], warn: Callable[[str], None] = print) -> None:
         """Put the run back where ``state`` was taken. Each rank takes its own RNG state (if the
         world size is unchanged); only rank 0 keeps the saved sums, so they count once."""
+        if state.get("phase", 1) != self.phase:  # fit builds the checkpoint's phase first
+            raise ValueError(f"the checkpoint is in phase {state.get('phase', 1)}, this state in "
+                             f"phase {self.phase}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

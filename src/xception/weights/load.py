@@ -180,6 +180,13 @@ def _build_and_load(src: Source, name: str | None,
     return model, loaded, meta
 
 
+def load_source_model(src: Source) -> tuple[nn.Module, dict[str, Any]]:
+    """The model ``src`` describes (Keras, timm or project weights), loaded, with its metadata:
+    what ``train.init`` reads the pretrained tensors from."""
+    model, _, meta = _build_and_load(src, None, {})
+    return model, meta
+
+
 def convert(src_path: str | Path, dst: str | Path, name: str | None = None,
             **overrides: Any) -> tuple[nn.Module, Loaded, Path]:
     """Any supported format -> the project's safetensors (config, class names, preprocessing)."""
