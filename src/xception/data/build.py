@@ -23,6 +23,7 @@ from .builtin import (
     split_indices,
     to_unit_images,
 )
+from .classes import per_class, restrict
 from .datasets import ImageDataset, TensorSource, class_frequencies
 from .folders import (
     find_manifest,
@@ -162,6 +163,8 @@ def build_splits(cfg: DataSection, seed: int = 0) -> Splits:
         raise DataError(f"data.val_holdout applies to {', '.join(HAS_TEST_SPLIT)} (a test split "
                         f"besides the training images); {cfg.name} has none")
     train, val, info = BUILDERS[cfg.name](cfg)
+    if cfg.classes:  # part of the classes, relabelled (data/classes.py)
+        train, val, info = restrict(train, val, info, cfg.classes)
     test = None
     if cfg.val_holdout:
         labels = np.asarray(train.targets())
@@ -169,6 +172,8 @@ def build_splits(cfg: DataSection, seed: int = 0) -> Splits:
         test, val = val, ImageDataset(train.source, val.transform, train.num_classes,
                                       train.multi_label, indices=train.indices[held])
         train = train.select(rest)
+    if cfg.per_class:
+        train = per_class(train, cfg.per_class, cfg.split_seed)
     train = _subset(train, cfg.train_subset, cfg.split_seed).with_seed(seed)
     val = _subset(val, cfg.val_subset, cfg.split_seed + 1)
     return Splits(train, val, info, test)

@@ -20,6 +20,7 @@ RANGES: dict[str, Range] = {
     "data.val_holdout": (lambda v: v >= 0, ">= 0 (images; 0: the test split validates)"),
     "data.train_subset": (lambda v: v >= 0, ">= 0"),
     "data.val_subset": (lambda v: v >= 0, ">= 0"),
+    "data.per_class": (lambda v: v >= 0, ">= 0"),
     "data.min_crop_scale": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "data.crop_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
@@ -47,6 +48,9 @@ class DataSection:
     split_seed: int = 0
     train_subset: int = 0         # >0: keep only this many training images (budgets, tests)
     val_subset: int = 0           # >0: keep only this many validation images
+    classes: str = ""             # keep these classes (names or indices, comma-separated),
+    #                               relabelled 0..k-1 in that order (data/classes.py)
+    per_class: int = 0            # >0: keep this many training images of each class
     augment: bool = True          # digits: small affine jitter; images: random-resized crop + flip
     min_crop_scale: float = 0.08  # random-resized crop keeps 8%-100% of the area (Inception)
     hflip: bool = True            # random horizontal flips (not for digits)
