@@ -410,8 +410,13 @@ def test_scaled_widths_never_go_below_the_onednn_minimum():
     assert min(widths) == MIN_WIDTH
 
 
-def test_every_registry_builder_takes_the_one_signature():
-    assert NAMES == ("residual", "activation", "spectrum", "order", "compression", "versus")
+def test_every_registry_builder_takes_the_one_signature(monkeypatch):
+    from xception.experiments import transfer
+
+    monkeypatch.setattr(transfer, "PRETRAIN_EPOCHS", 1)  # its budgets: chosen by its pilot
+    monkeypatch.setattr(transfer, "EPOCHS", {10: 2, 100: 2, 0: 2})
+    assert NAMES == ("residual", "activation", "spectrum", "order", "compression", "versus",
+                     "transfer")
     assert tuple(EXPERIMENTS) == NAMES
     assert MATCHABLE.issubset(EXPERIMENTS)
     base = base_config(TINY_RUN).model.overrides
@@ -427,7 +432,7 @@ def test_every_registry_builder_takes_the_one_signature():
 def test_the_lookup_refuses_unknown_names_and_unmatchable_experiments():
     base = base_config(TINY_RUN).model.overrides
     with pytest.raises(ConfigError, match="unknown experiment 'nope'; choose one of residual, "
-                       "activation, spectrum, order, compression, versus"):
+                       "activation, spectrum, order, compression, versus, transfer"):
         get_experiment("nope", "xception_small", base)
     for name in set(NAMES) - MATCHABLE:
         with pytest.raises(ConfigError, match="^--match-params applies to the spectrum and "

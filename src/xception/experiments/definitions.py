@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 from .budget import count_parameters, match_parameters, segment_points
 from .design import Experiment, Test, Variant
+from .transfer import transfer
 from .versus import versus
 
 
@@ -131,7 +132,7 @@ def spectrum(model: str, base: dict[str, Any], match_params: bool) -> Experiment
 # with nothing to match ignore what they do not use. The order is the command line's.
 EXPERIMENTS: dict[str, Callable[[str, dict[str, Any], bool], Experiment]] = {
     "residual": residual, "activation": activation, "spectrum": spectrum, "order": order,
-    "compression": compression, "versus": versus}
+    "compression": compression, "versus": versus, "transfer": transfer}
 # the experiments whose builders scale widths for ``match_params`` (named "<name>-matched")
 MATCHABLE = frozenset({"spectrum", "compression"})
 NAMES = tuple(EXPERIMENTS)

@@ -62,6 +62,8 @@ class Experiment:
     # the benefit plot's ordered factor: its name and the tick label at each trend level
     factor: str = "bottleneck ratio"
     factor_ticks: tuple[str, ...] = ()
+    # runs the variants start from, one per seed (a variant's train.init "@<stage name>")
+    stages: tuple[Variant, ...] = ()
 
     @property
     def primary_metric(self) -> str:

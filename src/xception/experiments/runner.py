@@ -37,6 +37,7 @@ from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, coun
 from .claims import CLAIMS, append_line, claim, release
 from .definitions import Experiment, Variant, get_experiment
 from .report import describe, render, write_plots
+from .stages import REF, bind, ensure_stage, find_stage, stage_folder, stage_name
 from .stats import summarize, to_csv, to_markdown
 from .verdicts import evaluate, headline
 
@@ -139,7 +140,7 @@ def check_settings(experiment: Experiment, overrides: list[str]) -> None:
     it and the user's for the others, a comparison nobody asked for."""
     user = parse_assignments(overrides)
     clashes: set[str] = set()
-    for variant in experiment.variants:
+    for variant in (*experiment.variants, *experiment.stages):
         for section, values in variant.settings.items():
             if section == "model":  # a variant that names its own network owns the model section
                 clashes |= {f"model.{key}" for key in user.get("model", {})}
@@ -150,6 +151,19 @@ def check_settings(experiment: Experiment, overrides: list[str]) -> None:
             f"experiment {experiment.name} sets {', '.join(sorted(clashes))} itself (per "
             "variant, fixed before the runs); --set / --data / --epochs cannot change "
             f"{'it' if len(clashes) == 1 else 'them'}")
+
+
+def keyed_config(experiment: Experiment, base: RunConfig, variant: Variant, seed: int
+                 ) -> RunConfig:
+    """The config a run is keyed by: ``variant_config``, with a stage reference in
+    ``train.init`` ("@pretrain") bound to that stage run's key (``stages.py``)."""
+    stage = stage_name(variant.settings)
+    if stage is None:
+        return variant_config(base, variant.overrides, seed, variant.settings)
+    source = find_stage(experiment, stage)
+    stage_key = run_key(variant_config(base, source.overrides, seed, source.settings))
+    return variant_config(base, variant.overrides, seed,
+                          bind(variant.settings, f"{REF}{stage}:{stage_key}"))
 
 
 def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int,
@@ -290,7 +304,7 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "runs.jsonl"
     shared = shared_runs(base, out_dir, log) if reuse else {}
-    planned = {(variant.name, seed): variant_config(base, variant.overrides, seed, variant.settings)
+    planned = {(variant.name, seed): keyed_config(experiment, base, variant, seed)
                for variant in experiment.variants for seed in seeds}
     found: dict[tuple[str, int], dict] = {}
     # seed by seed, so a stopped experiment has every variant of its first seeds
@@ -312,6 +326,16 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
             log(f"{tag}: the same network, budget and seed as {origin['folder']}'s "
                 f"{origin['variant']!r}: reused")
             continue
+        stage = stage_name(variant.settings)
+        if stage is not None:  # it starts from a stage run of its seed: that one first
+            stage_cfg = variant_config(base, find_stage(experiment, stage).overrides, seed,
+                                       find_stage(experiment, stage).settings)
+            folder = stage_folder(out_dir, stage, seed)
+            if not ensure_stage(stage_cfg, run_key(stage_cfg), folder, out_dir, log):
+                log(f"{tag}: waits for stage {stage!r} of seed {seed}; left for later")
+                continue
+            cfg = variant_config(base, variant.overrides, seed,
+                                 bind(variant.settings, str(folder)))
         holder = claim(out_dir / CLAIMS, key)
         if holder is not None:
             log(f"{tag}: being trained by another process ({holder}); left to it")

@@ -1,0 +1,136 @@
+"""Pilot of the `transfer` experiment (issue 27): its epoch budgets, chosen on the validation
+splits (never the test images), before any of its runs.
+
+Declared before any run (this docstring is the declaration):
+
+- data, networks and methods: `xception.experiments.transfer`'s (this script imports them);
+  seed 0 only; the validation splits are the 2,500 held-out training images of each task.
+- pretraining: a ladder of 4, 8, 16 epochs on the source task; the budget is the smallest rung
+  whose final validation top-1 is within 0.3 points of the next rung's, else 16.
+- target task, per k (10, 100, all images per class): a ladder E, 2E, 4E epochs with E = 25,
+  10, 3, each rung a full run of all three methods starting from the chosen pretraining; the
+  budget is the smallest rung within 0.3 points of the next for all three methods, else 4E
+  (then the report says the budget, not a plateau, stopped it).
+
+Resumable: every finished run is appended to `pilot.jsonl` in the output folder and skipped
+when the script runs again; `--summary` prints the ladder and the chosen budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from xception.experiments import transfer as T
+
+OUT = Path(__file__).parent / "results" / "cpu" / "transfer_pilot"
+PRETRAIN_RUNGS = (4, 8, 16)
+FIRST = {10: 25, 100: 10, 0: 3}
+RUNGS, TOLERANCE = 3, 0.003
+MACHINE = {"threads": 1, "seed": 0, "progress": False}
+
+
+def read(out: Path) -> list[dict]:
+    path = out / "pilot.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+
+
+def pick(finals: list[float | None], rungs: list[int]) -> tuple[int, bool] | None:
+    """The smallest rung within TOLERANCE of the next (plateaued), the last once every
+    earlier one gained more (stopped by the budget), or None while undecided."""
+    for i in range(len(rungs) - 1):
+        a, b = finals[i], finals[i + 1]
+        if a is None or b is None:
+            return None
+        if b - a <= TOLERANCE:
+            return rungs[i], True
+    return (rungs[-1], False) if finals[-1] is not None else None
+
+
+def train(settings: dict, out: Path, tag: dict, folder: Path | None = None) -> dict:
+    from xception.config import RunConfig, with_changes
+    from xception.provenance import environment
+    from xception.training import fit
+
+    changes = {**settings, "train": {**settings.get("train", {}), **MACHINE}}
+    cfg = with_changes(RunConfig(), changes)
+    started = time.perf_counter()
+    result = fit(cfg, folder, log=lambda _: None)
+    if result.interrupted:
+        raise KeyboardInterrupt(f"{tag}: stopped, not recorded")
+    history = [{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
+               for row in result.history]  # the test figures are dropped unread
+    record = {**tag, "config": cfg.to_dict(), "history": history,
+              "final_val_top1": history[-1]["val_top1"],
+              "seconds": time.perf_counter() - started, "environment": environment(1)}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "pilot.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def pretraining(out: Path, records: list[dict]) -> tuple[int, bool] | None:
+    done = {r["epochs"]: r for r in records if r["stage"] == "pretrain"}
+    for epochs in PRETRAIN_RUNGS:
+        if epochs not in done:
+            settings = {"model": {"name": T.MODEL, "overrides": T._model()},
+                        "data": T._data(T.SOURCE, 0), "train": {"epochs": epochs,
+                                                                "bn_recalibration": 8}}
+            done[epochs] = train(settings, out, {"stage": "pretrain", "epochs": epochs},
+                                 out / "pretrain" / f"epochs{epochs}")
+        chosen = pick([done.get(e, {}).get("final_val_top1") for e in PRETRAIN_RUNGS],
+                      list(PRETRAIN_RUNGS))
+        if chosen is not None:
+            return chosen
+    return None
+
+
+def target(out: Path, records: list[dict], pretrain_epochs: int, shots: int
+           ) -> tuple[int, bool]:
+    """The target task's budget at ``shots`` per class: rung after rung, every method, until
+    a rung is within TOLERANCE of the next for all three (or the ladder ends)."""
+    rungs = [FIRST[shots] * 2 ** i for i in range(RUNGS)]
+    done = {(r["method"], r["epochs"]): r["final_val_top1"] for r in records
+            if r["stage"] == "target" and r["shots"] == shots}
+    init = str(out / "pretrain" / f"epochs{pretrain_epochs}")
+    for i, epochs in enumerate(rungs):
+        for method in T.METHODS:
+            if (method, epochs) not in done:
+                settings = T.method_settings(method, shots, epochs)
+                settings["model"] = {"name": T.MODEL, "overrides": T._model()}
+                if "init" in settings["train"]:
+                    settings["train"]["init"] = init
+                tag = {"stage": "target", "shots": shots, "method": method, "epochs": epochs}
+                done[method, epochs] = train(settings, out, tag)["final_val_top1"]
+        if i and all(done[m, epochs] - done[m, rungs[i - 1]] <= TOLERANCE for m in T.METHODS):
+            return rungs[i - 1], True
+    return rungs[-1], False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    from xception.provenance import code_version
+
+    code_version()
+    records = read(args.out)
+    if args.summary:
+        for r in records:
+            what = "pretrain" if r["stage"] == "pretrain" else \
+                f"{r['method']}, {T.shots_name(r['shots'])} per class"
+            print(f"{what:>28} {r['epochs']:>3} epochs: val top-1 "
+                  f"{100 * r['final_val_top1']:.2f}% ({r['seconds']:.0f} s)")
+        return
+    chosen = pretraining(args.out, records)
+    print(f"pretraining: {chosen}", flush=True)
+    budgets = {shots: target(args.out, read(args.out), chosen[0], shots) for shots in T.SHOTS}
+    print(f"target budgets (epochs, plateaued): {budgets}")
+
+
+if __name__ == "__main__":
+    main()
