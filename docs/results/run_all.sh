@@ -14,8 +14,12 @@ run() { python -m xception experiment "$@" --set train.threads=1; }
 # activation. The two chains hold about the same number of runs to train (~50 each).
 (run residual --out docs/results/residual
  run activation --out docs/results/activation
- run compression --out docs/results/compression) > docs/results/chain1.log 2>&1 &
+ run compression --out docs/results/compression
+ run compression --match-params --out docs/results/compression-matched) > docs/results/chain1.log 2>&1 &
 (run spectrum --match-params --out docs/results/spectrum-matched
  run spectrum --out docs/results/spectrum
  run order --out docs/results/order) > docs/results/chain2.log 2>&1 &
 wait
+# The headline (about 10 h of two processes; they share one folder, see README "Experiments"):
+#   for i in 1 2; do python -m xception experiment versus --set train.threads=1 \
+#     --out docs/results/versus & done; wait
