@@ -46,9 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override any config field, e.g. --set optimizer.weight_decay=1e-4 or "
                    "--set model.residual=false (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", metavar="RUN",
+    p.add_argument("--resume", metavar="RUN|auto",
                    help="continue the run in this folder from its checkpoint (its config.json, "
-                   "plus any flags given here)")
+                   "plus any flags given here); 'auto' (with --out): continue --out's run if it "
+                   "has a checkpoint, else start it, so the same command can be restarted "
+                   "(torchrun --max-restarts, a requeued job)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or step lines")
     p.set_defaults(func=run)
 
@@ -61,7 +63,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     from ..data import resolve_data_arg
     from ..errors import ConfigError
 
-    if args.resume:
+    if args.resume and not _auto(args):
         if args.recipe or args.config:
             raise ConfigError("--resume continues a run with its own config.json; "
                               "drop --recipe/--config (flags and --set still apply)")
@@ -86,9 +88,51 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(merge_changes(*layers))
 
 
+def _auto(args: argparse.Namespace) -> bool:
+    return args.resume == "auto"
+
+
+# what a fresh run has written before its first checkpoint (a start killed that early leaves
+# them: restarted with --resume auto and the same config, it starts again)
+BEFORE_FIRST_CHECKPOINT = {"config.json", "metrics.jsonl", "metrics.csv", "curves.png", ".lock"}
+
+
+def restart_decision(out: Path, cfg: RunConfig) -> bool:
+    """``--resume auto``: resume iff ``out`` holds a checkpoint. Every process of a torchrun
+    job decides the same: a fresh run's first checkpoint is written only after all of them
+    have joined the process group, i.e. after each has decided. A folder holding only what
+    this same run writes before its first checkpoint (its config.json equal to ``cfg``) is an
+    earlier start of this command killed that early: rank 0 clears it and the run starts
+    again; a folder with anything else is another run's, and the fresh start refuses it."""
+    from ..training.checkpoint import CHECKPOINT, PREVIOUS
+
+    if any((out / name).is_file() for name in (CHECKPOINT, PREVIOUS)):
+        return True
+    config = out / "config.json"
+    if out.is_dir() and config.is_file() and int(os.environ.get("RANK", "0")) == 0:
+        names = {p.name for p in out.iterdir()}
+        if names <= BEFORE_FIRST_CHECKPOINT and config.read_text().strip() == cfg.to_json():
+            for name in names - {".lock"}:
+                (out / name).unlink()
+            print(f"--resume auto: {out} holds only an earlier start of this run that stopped "
+                  "before its first checkpoint; starting again")
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training.fit import fit
 
+    if _auto(args):  # the command as given, resumed from --out if it has a checkpoint
+        if not args.out:
+            from ..errors import ConfigError
+
+            raise ConfigError("--resume auto needs --out DIR: the folder to continue or start")
+        cfg = resolve_config(args)
+        out = Path(args.out)
+        resume = restart_decision(out, cfg)
+        if resume and int(os.environ.get("RANK", "0")) == 0:
+            print(f"--resume auto: {out} holds a checkpoint; continuing it")
+        return _train(fit, cfg, out, resume)
     cfg = resolve_config(args)  # parsed and validated: model, data, batch split, image size
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
@@ -100,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out) if args.out else Path("runs") / \
             f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = fit(cfg, out, resume=bool(args.resume))
+    return _train(fit, cfg, out, bool(args.resume))
+
+
+def _train(fit, cfg: RunConfig, out: Path, resume: bool) -> int:
+    result = fit(cfg, out, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"run folder: {out}")
