@@ -141,3 +141,17 @@ def test_model_gradients_equal_with_and_without_the_pointwise_path(monkeypatch, 
     want = _step_grads(model, x, y)
     assert not maps
     _assert_same_grads(got, want)
+
+
+def test_every_gradient_is_laid_out_like_its_parameter():
+    """The gradient layout contract, which DDP's bucket views rely on (else a UserWarning and a
+    copy per gradient per step): on 28 px inputs both small-map paths run (1x1 convs as matrix
+    products, depthwise weight gradients tap by tap) and must return gradients with their
+    channels_last weights' strides."""
+    torch.manual_seed(0)
+    model = xception.create_model("xception_tiny", num_classes=10).to(
+        memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 28, 28).to(memory_format=torch.channels_last)
+    model(x).sum().backward()
+    off = [name for name, p in model.named_parameters() if p.grad.stride() != p.stride()]
+    assert not off, off

@@ -67,8 +67,18 @@ class SmallMapDepthwiseConv(torch.autograd.Function):
                 grad_output, x, weight, None, list(stride), list(padding), list(dilation), False,
                 [0, 0], x.shape[1], [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            grad_weight = tap_weight_grad(grad_output, x, weight.shape, stride, padding, dilation)
+            grad_weight = laid_out_like(
+                tap_weight_grad(grad_output, x, weight.shape, stride, padding, dilation), weight)
         return grad_input, grad_weight, None, None, None
+
+
+def laid_out_like(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``grad`` with ``weight``'s strides (the gradient layout contract; DDP warns otherwise and
+    copies the gradient into its bucket at every step)."""
+    if grad.stride() == weight.stride():
+        return grad
+    return torch.empty_strided(weight.shape, weight.stride(), dtype=grad.dtype,
+                               device=grad.device).copy_(grad)
 
 
 def tap_weight_grad(grad_output: torch.Tensor, x: torch.Tensor, shape: torch.Size,
@@ -116,5 +126,8 @@ def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)`` for a (Co, Ci, 1, 1) weight, as a matrix product on the NHWC
     view of a channels_last ``x``; the result is channels_last as the conv's would be."""
-    out = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
+    # the (Co, Ci) view keeps the weight's own strides, so its gradient comes back laid out as
+    # the weight is (flatten's would be contiguous: DDP then warns and copies every such grad)
+    matrix = weight.as_strided(weight.shape[:2], weight.stride()[:2])
+    out = F.linear(x.permute(0, 2, 3, 1), matrix, bias)
     return out.permute(0, 3, 1, 2)
