@@ -101,10 +101,15 @@ def test_missing_and_corrupt_weights(tmp_path, digit_pngs):
 
 
 def test_unreadable_image(run_dir, tmp_path, digit_pngs):
+    """An unreadable file is listed and skipped, the others predicted, exit status 1; an input
+    that does not exist is a user error (status 2) before any work."""
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
-    assert_user_error(xception("predict", run_dir[0], digit_pngs[0], text),
-                      f"cannot read image '{text}'")
+    r = xception("predict", run_dir[0], digit_pngs[0], text)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert [line.split(": ")[0] for line in r.stdout.strip().splitlines()] == [str(digit_pngs[0])]
+    assert f"cannot read {text}: " in r.stderr
+    assert "predicted 1 of 2 images" in r.stderr and "exit status 1" in r.stderr
     assert_user_error(xception("predict", run_dir[0], tmp_path / "missing.png"), "does not exist")
 
 

@@ -8,9 +8,9 @@ import os
 import sys
 
 from ..errors import XceptionError
-from . import bench, evaluate, experiment, train, weights
+from . import bench, evaluate, experiment, predict, train, weights
 
-SUBCOMMANDS = (train, evaluate, weights, experiment, bench)
+SUBCOMMANDS = (train, evaluate, predict, weights, experiment, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``xception convert`` and ``xception export``: move weights between formats."""
+"""``xception convert`` and ``xception export``: move weights between formats and runtimes."""
 
 from __future__ import annotations
 
@@ -28,16 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="do not list the mapped layers")
     p.set_defaults(func=run_convert)
 
-    p = sub.add_parser("export", help="export weights to ONNX (checked with onnxruntime)")
+    p = sub.add_parser(
+        "export", help="export weights to ONNX or a torch.export program (checked against PyTorch)",
+        description="Write the model (BatchNorm folded) as an ONNX graph or a torch.export program "
+        "(.pt2) for any batch size and any image size >= the model's minimum, checked against "
+        "PyTorch at two batch sizes and two image sizes before the file is written.")
     p.add_argument("weights", metavar="WEIGHTS", help="any weights file load_model reads")
-    p.add_argument("--format", choices=["onnx"], required=True)
+    p.add_argument("--format", choices=["onnx", "pt2"], required=True)
     p.add_argument("out", metavar="OUT")
     p.add_argument("--image-size", type=positive_int,
-                   help="input size baked into the graph (default: the weights' preprocessing, "
-                   "else 299)")
-    p.add_argument("--opset", type=positive_int, default=17)
+                   help="a graph for N x N inputs only (default: any size; traced and checked at "
+                   "the weights' preprocessing size, else 299, and one pixel more)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (onnx only)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip comparing onnxruntime's outputs with PyTorch's")
+                   help="skip comparing the exported graph's outputs with PyTorch's")
     p.set_defaults(func=run_export)
 
 
@@ -72,12 +76,23 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import export_onnx
+    from ..export import export_onnx, export_pt2
     from ..weights import load_model
 
     model, meta = load_model(args.weights)
-    size = args.image_size or (meta.get("preprocess") or {}).get("image_size") or 299
-    out, check = export_onnx(model, args.out, size, args.opset, verify=not args.no_verify)
-    check = "" if check is None else f"; onnxruntime matches PyTorch: {check}"
-    print(f"wrote {out} ({size}x{size} inputs, any batch size{check})")
+    dynamic = args.image_size is None
+    size = args.image_size or max((meta.get("preprocess") or {}).get("image_size") or 299,
+                                  model.config.min_input_size)
+    if args.format == "onnx":
+        out, check = export_onnx(model, args.out, size, args.opset, verify=not args.no_verify,
+                                 dynamic_size=dynamic)
+        checker = "onnxruntime"
+    else:
+        out, check = export_pt2(model, args.out, size, verify=not args.no_verify,
+                                dynamic_size=dynamic)
+        checker = "torch.export.load"
+    shape = f"any image size >= {model.config.min_input_size}" if dynamic else \
+        f"{size}x{size} inputs"
+    check = "" if check is None else f"; {checker} matches PyTorch: {check}"
+    print(f"wrote {out} ({shape}, any batch size{check})")
     return 0
