@@ -81,7 +81,8 @@ def test_seed_0_is_the_pilots_configuration_and_the_budgets_are_the_pilots_choic
     base = base_config(["train.threads=1"])
     compared = 0
     for variant in exp.variants:
-        cfg = variant_config(base, variant.overrides, 0, variant.settings).to_dict()
+        # settings added since (at their neutral defaults) are not part of a run's identity
+        cfg = identity_dict(variant_config(base, variant.overrides, 0, variant.settings))
         for record in records:
             if (record["config"]["model"]["name"] == cfg["model"]["name"]
                     and record["size"] == cfg["data"]["train_subset"]
