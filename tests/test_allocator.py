@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 
@@ -42,12 +43,15 @@ def _faults_per_step(mode: str) -> tuple[str, float]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_training_steps_stop_faulting_their_memory():
-    applied, on = _faults_per_step("on")
+    applied, first = _faults_per_step("on")
     if applied == "False":  # another C library (musl): nothing to tune, and nothing claimed
         assert keep_freed_memory() is False
         return
-    _, off = _faults_per_step("off")
-    assert on < off / 5, (on, off)  # measured: ~340 vs ~16,700 page faults per step
+    # the median of three runs of each: one run's count moves with what else the machine does
+    # (2026-12-08, other jobs on both cores: off 730-3,700, on 1-340 faults per step)
+    on = statistics.median([first, *(_faults_per_step("on")[1] for _ in range(2))])
+    off = statistics.median([_faults_per_step("off")[1] for _ in range(3)])
+    assert on < off / 5, (on, off)  # measured alone earlier: ~340 vs ~16,700 per step
 
 
 def test_is_idempotent():
