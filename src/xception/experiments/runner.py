@@ -160,10 +160,15 @@ def keyed_config(experiment: Experiment, base: RunConfig, variant: Variant, seed
     stage = stage_name(variant.settings)
     if stage is None:
         return variant_config(base, variant.overrides, seed, variant.settings)
-    source = find_stage(experiment, stage)
-    stage_key = run_key(variant_config(base, source.overrides, seed, source.settings))
+    stage_key = run_key(stage_config(experiment, base, stage, seed))
     return variant_config(base, variant.overrides, seed,
                           bind(variant.settings, f"{REF}{stage}:{stage_key}"))
+
+
+def stage_config(experiment: Experiment, base: RunConfig, stage: str, seed: int) -> RunConfig:
+    """The run config of ``experiment``'s stage ``stage`` for ``seed``."""
+    source = find_stage(experiment, stage)
+    return variant_config(base, source.overrides, seed, source.settings)
 
 
 def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int,
@@ -328,8 +333,7 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
             continue
         stage = stage_name(variant.settings)
         if stage is not None:  # it starts from a stage run of its seed: that one first
-            stage_cfg = variant_config(base, find_stage(experiment, stage).overrides, seed,
-                                       find_stage(experiment, stage).settings)
+            stage_cfg = stage_config(experiment, base, stage, seed)
             folder = stage_folder(out_dir, stage, seed)
             if not ensure_stage(stage_cfg, run_key(stage_cfg), folder, out_dir, log):
                 log(f"{tag}: waits for stage {stage!r} of seed {seed}; left for later")
