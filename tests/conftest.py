@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -73,6 +74,17 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 240) -> None:
+    """Until ``out`` holds a checkpoint, while the run in ``proc`` is still going."""
+    from xception.training.checkpoint import CHECKPOINT
+
+    deadline = time.monotonic() + timeout
+    while not (out / CHECKPOINT).exists():
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
 
 
 def save_png(path: Path, seed: int, size: int = 20, mode: str = "RGB") -> None:

@@ -11,12 +11,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, cli_env, run_cli
+from conftest import TINY_RUN, cli_env, run_cli, wait_for_checkpoint
 from safetensors.torch import load_file
 
 from xception.cli.main import build_parser
@@ -61,14 +60,6 @@ def _start(out: Path, extra: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not (out / CHECKPOINT).exists():
-        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-
-
 def _step(out: Path) -> int:
     return torch.load(out / CHECKPOINT, weights_only=True)["progress"]["global_step"]
 
@@ -76,7 +67,7 @@ def _step(out: Path) -> int:
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference):
     out = tmp_path / "run"
     proc = _start(out, [])
-    _wait_for_checkpoint(proc, out)
+    wait_for_checkpoint(proc, out)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -89,7 +80,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference):
 def test_sigterm_saves_exits_0_and_resumes_bitwise(tmp_path, reference):
     out = tmp_path / "run"
     proc = _start(out, ["data.num_workers=1"])  # a worker process too: it must not die first
-    _wait_for_checkpoint(proc, out)
+    wait_for_checkpoint(proc, out)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr

@@ -7,15 +7,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, cli_env, run_cli
+from conftest import TINY_RUN, cli_env, run_cli, wait_for_checkpoint
 from safetensors.torch import load_file
-
-from xception.training.checkpoint import CHECKPOINT
 
 RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_size=8",
        "train.epochs=3", "train.checkpoint_every=3", "model.dropout=0.3"]
@@ -40,10 +37,7 @@ def test_killed_then_the_same_command_continues_bitwise(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(_command(out), env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not (out / CHECKPOINT).exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
+    wait_for_checkpoint(proc, out)
     proc.send_signal(signal.SIGKILL)  # a lost node: nothing is saved on the way out
     proc.communicate(timeout=60)
     assert not (out / "model.safetensors").exists()
@@ -108,10 +102,7 @@ def test_torchrun_restarts_after_a_rank_is_killed_and_ends_bitwise(tmp_path):
     out = tmp_path / "run"
     agent = subprocess.Popen(_torchrun(out), env=cli_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (out / CHECKPOINT).exists():
-        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
-        time.sleep(0.01)
+    wait_for_checkpoint(agent, out, timeout=300)
     ranks = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True)
     pids = [int(p) for p in ranks.stdout.split()]
     assert len(pids) == 2, ranks.stdout
