@@ -23,7 +23,7 @@ from ..data.images import BadSample
 from ..errors import ConfigError
 from ..files import atomic_write, atomic_write_text, printable
 from .arrays import RowSpool, write_npy, write_safetensors
-from .inputs import ImageFiles, NothingRead, Positions, batches
+from .inputs import ImageFiles, NothingRead, Positions, batches, output_format
 from .model import preprocess_of
 from .sources import check_channels, named_section, split_of
 
@@ -87,11 +87,7 @@ def dataset_inputs(name: str, split: str, meta: dict, model: nn.Module) -> Embed
 
 
 def embedding_format(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(f"--out {str(path)!r}: embeddings are written as safetensors or NumPy; "
-                          f"end the file name with {' or '.join(FORMATS)}")
-    return suffix
+    return output_format(path, FORMATS, "embeddings are written as safetensors or NumPy")
 
 
 def _line(text: str) -> str:

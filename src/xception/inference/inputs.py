@@ -22,7 +22,7 @@ from ..data.folders import IMG_EXTENSIONS
 from ..data.images import BadSample
 from ..data.loading import Batch, make_loader, shutdown_workers
 from ..data.preprocess import Preprocess, load_image
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import printable
 
 
@@ -156,3 +156,13 @@ def skip_bad(items: Iterable[Any], on_bad: Callable[[BadSample], None]) -> Itera
 def bad_line(bad: BadSample) -> str:
     """One line for the list of unreadable files (non-UTF-8 names escaped)."""
     return printable(f"  {bad.path}: {bad.reason}")
+
+
+def output_format(path: str | Path, formats: Sequence[str], what: str) -> str:
+    """The suffix of an output file among ``formats`` (``what``: "predictions are written as
+    CSV or JSONL"); anything else is refused before any work."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise ConfigError(f"--out {str(path)!r}: {what}; end the file name with "
+                          f"{' or '.join(formats)}")
+    return suffix

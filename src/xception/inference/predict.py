@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 from ..data.images import BadSample, ImageReadError
-from ..errors import ConfigError
 from ..files import atomic_write, printable
-from .inputs import ImageFiles, NothingRead, batches
+from .inputs import ImageFiles, NothingRead, batches, output_format
 from .model import class_names_of, preprocess_of
 
 Prediction = tuple[str, list[tuple[str, float]]]   # (path, [(class name, probability), ...])
@@ -63,11 +62,7 @@ def predict_files(model: nn.Module, meta: dict, paths: Sequence[str | Path], top
 
 def prediction_format(path: str | Path) -> str:
     """``.csv`` or ``.jsonl``, from the file name; anything else is refused before any work."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(f"--out {str(path)!r}: predictions are written as CSV or JSONL; end the "
-                          f"file name with {' or '.join(FORMATS)}")
-    return suffix
+    return output_format(path, FORMATS, "predictions are written as CSV or JSONL")
 
 
 def write_predictions(path: str | Path,
