@@ -52,9 +52,14 @@ QUANTITIES = {  # name -> (header, value of one run, scale for display, decimals
 TEST = {"test_top1": ("test top-1 (%)", lambda run: run.get("test_top1"), 100.0, 2)}
 
 
+def columns(tested: bool) -> dict:
+    """The quantities of a table: QUANTITIES, led by the test top-1 where ``tested``."""
+    return {**(TEST if tested else {}), **QUANTITIES}
+
+
 def quantities(rows: list[dict]) -> dict:
-    """The table's columns: QUANTITIES, and the test top-1 where every row has one."""
-    return {**(TEST if rows and all("test_top1" in row for row in rows) else {}), **QUANTITIES}
+    """The columns of these summary rows (the test top-1 where ``summarize`` gave it)."""
+    return columns(bool(rows) and all("test_top1" in row for row in rows))
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -65,7 +70,7 @@ def summarize(records: list[dict]) -> list[dict]:
     for variant, runs in by_variant(records).items():
         row = {"variant": variant, "seeds": len(runs), "params": runs[0]["params"],
                "macs": runs[0]["macs"], "epochs": len(runs[0]["history"])}
-        for key, (_, get, _, _) in {**(TEST if tested else {}), **QUANTITIES}.items():
+        for key, (_, get, _, _) in columns(tested).items():
             row[key] = mean_ci([get(run) for run in runs])
         rows.append(row)
     return rows
