@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from xception.experiments import transfer as T
@@ -51,24 +50,28 @@ def pick(finals: list[float | None], rungs: list[int]) -> tuple[int, bool] | Non
 
 
 def train(settings: dict, out: Path, tag: dict, folder: Path | None = None) -> dict:
+    """One run, recorded; trained into ``folder`` (kept: a pretraining the target runs start
+    from) or a partial folder removed once recorded, so that a killed pilot continues it."""
     from xception.config import RunConfig, with_changes
+    from xception.experiments.resumable import PARTIAL, clear, fit_resumably
     from xception.provenance import environment
-    from xception.training import fit
 
     changes = {**settings, "train": {**settings.get("train", {}), **MACHINE}}
     cfg = with_changes(RunConfig(), changes)
-    started = time.perf_counter()
-    result = fit(cfg, folder, log=lambda _: None)
+    partial = out / PARTIAL / "-".join(str(value) for value in tag.values())
+    trained = fit_resumably(cfg, folder or partial)
+    result = trained.result
     if result.interrupted:
-        raise KeyboardInterrupt(f"{tag}: stopped, not recorded")
+        raise KeyboardInterrupt(f"{tag}: stopped, not recorded; run the pilot again to continue")
     history = [{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_top1")}
                for row in result.history]  # the test figures are dropped unread
     record = {**tag, "config": cfg.to_dict(), "history": history,
               "final_val_top1": history[-1]["val_top1"],
-              "seconds": time.perf_counter() - started, "environment": environment(1)}
+              "seconds": trained.seconds, "environment": environment(1)}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "pilot.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+    clear(partial)
     return record
 
 

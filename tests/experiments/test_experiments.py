@@ -102,16 +102,16 @@ def test_neighbouring_experiments_share_runs_of_the_same_network_budget_and_seed
 def test_a_signal_stops_the_experiment_and_records_nothing_partial(tmp_path, monkeypatch):
     import dataclasses
 
-    import xception.experiments.runner as runner
+    import xception.experiments.resumable as resumable
 
-    real_fit, calls = runner.fit, []
+    real_fit, calls = resumable.fit, []
 
     def fit_stopped_on_second_run(*args, **kwargs):
         calls.append(1)
         result = real_fit(*args, **kwargs)
         return dataclasses.replace(result, interrupted=len(calls) == 2)
 
-    monkeypatch.setattr(runner, "fit", fit_stopped_on_second_run)
+    monkeypatch.setattr(resumable, "fit", fit_stopped_on_second_run)
     out = tmp_path / "residual"  # its own folder: the runs of other tests' folders are not beside it
     with pytest.raises(KeyboardInterrupt):
         run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=lambda s: None)

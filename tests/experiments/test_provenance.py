@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+import xception.experiments.resumable as resumable
 import xception.experiments.runner as runner
 from xception import provenance
 from xception.errors import ConfigError
@@ -48,7 +49,7 @@ def test_records_carry_settings_and_environment_and_keys_follow_the_numerics(tmp
         raise Trained
 
     monkeypatch.setattr(runner, "NUMERICS_VERSION", provenance.NUMERICS_VERSION + 1)
-    monkeypatch.setattr(runner, "fit", train)
+    monkeypatch.setattr(resumable, "fit", train)
     with pytest.raises(Trained):
         run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=logs.append)
     assert not any("already done" in line for line in logs)
@@ -63,7 +64,7 @@ def test_report_only_renders_from_the_records_without_training(tmp_path, monkeyp
     def refuse(*args, **kwargs):
         raise AssertionError("--report-only trained a run")
 
-    monkeypatch.setattr(runner, "fit", refuse)
+    monkeypatch.setattr(resumable, "fit", refuse)
     monkeypatch.setattr(runner, "NUMERICS_VERSION", 99)  # records of older code still render
     run("residual", seeds=1, overrides=TINY_RUN, out_dir=out, log=lambda s: None, report_only=True)
     report = (out / "report.md").read_text()

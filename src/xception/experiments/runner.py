@@ -5,7 +5,9 @@ the tables, plots and report. ``run_record`` decides the fields of a run's recor
 
 Each finished run is appended to ``runs.jsonl`` at once, so an interrupted experiment restarted
 with the same ``--out`` skips what it already has (runs are keyed by a hash of their full config).
-A run stopped by SIGTERM/SIGINT is not recorded; the experiment stops (``KeyboardInterrupt``).
+A run in progress is checkpointed at every epoch's end under ``partial/`` (``resumable.py``): a
+process stopped by SIGTERM/SIGINT (the experiment stops: ``KeyboardInterrupt``) or killed records
+nothing of it, and the next process to claim it continues it from there to the same result.
 
 Experiments share variants (the default network is residual's "residual", activation's "none",
 order's "depthwise-first", compression's "ratio 1" and spectrum's "depthwise"), so before training
@@ -32,11 +34,12 @@ from ..config import RunConfig, merge_changes, parse_assignments, with_changes
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..provenance import NUMERICS_VERSION, code_version, environment
-from ..training.fit import FitResult, fit
+from ..training.fit import FitResult
 from .budget import DEFAULT_DATA, MODEL, MODEL_OVERRIDES, budget_overrides, count_macs
 from .claims import CLAIMS, append_line, claim, release
 from .definitions import Experiment, Variant, get_experiment
 from .report import describe, render, write_plots
+from .resumable import PARTIAL, clear, fit_resumably
 from .stages import REF, bind, ensure_stage, find_stage, stage_folder, stage_name
 from .stats import summarize, to_csv, to_markdown
 from .verdicts import evaluate, headline
@@ -345,15 +348,19 @@ def run_experiment(experiment: Experiment, base: RunConfig, seeds: list[int], ou
             log(f"{tag}: being trained by another process ({holder}); left to it")
             continue
         try:
-            started = time.perf_counter()
-            result = fit(cfg, None, log=lambda s: None)
-            if result.interrupted:  # SIGTERM/SIGINT: keep what is finished, record nothing partial
+            folder = out_dir / PARTIAL / key
+            trained = fit_resumably(cfg, folder)
+            if trained.resumed_after:
+                log(f"{tag}: resumed after epoch {trained.resumed_after} from {folder}")
+            if trained.result.interrupted:  # SIGTERM/SIGINT: record nothing partial
                 log(f"{tag}: interrupted; {len(read_records(path))} finished runs are kept in "
-                    f"{path}; the same command continues from there")
+                    f"{path} and this one's last epoch in {folder}; the same command "
+                    "continues from there")
                 raise KeyboardInterrupt
-            record = run_record(experiment, variant, seed, key, cfg, result,
-                                time.perf_counter() - started)
+            record = run_record(experiment, variant, seed, key, cfg, trained.result,
+                                trained.seconds)
             found[variant.name, seed] = append_record(path, record)
+            clear(folder)
         finally:
             release(out_dir / CLAIMS, key)
         log(f"{tag}: final val top-1 {100 * record['final_top1']:.2f}% "

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..training.checkpoint import CHECKPOINT
-from ..training.fit import fit
 from .claims import CLAIMS, claim, release
 from .design import Experiment, Variant
+from .resumable import fit_resumably
 
 REF = "@"
 WEIGHTS = "model.safetensors"
@@ -63,9 +62,7 @@ def ensure_stage(stage_cfg: RunConfig, key: str, folder: Path, out: Path,
         if (folder / WEIGHTS).exists():  # finished while we looked
             return True
         log(f"stage {folder.parent.name}, seed {stage_cfg.train.seed}: training into {folder}")
-        result = fit(stage_cfg, folder, log=lambda _: None,
-                     resume=(folder / CHECKPOINT).exists())
-        if result.interrupted:
+        if fit_resumably(stage_cfg, folder).result.interrupted:
             log(f"stage {folder}: interrupted; the same command continues it")
             raise KeyboardInterrupt
         return True
