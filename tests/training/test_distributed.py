@@ -89,3 +89,29 @@ def test_two_process_multi_label_evaluation_matches_one_process(tmp_path):
     assert m["count"] == hist[-1]["val_count"] == 13
     assert abs(m["map100"] - hist[-1]["val_map100"]) < 1e-6
     assert abs(m["map"] - hist[-1]["val_map"]) < 1e-6
+
+
+def test_sync_bn_over_two_processes_is_one_process_with_the_whole_batch(tmp_path):
+    """train.sync_bn: 2 processes x 8 images normalise with the statistics of all 16, so they
+    end where one process training on batches of 16 ends (not where its 2 micro-batches of 8
+    end, which is what plain DDP matches: test above)."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", WORKER, str(tmp_path), *RUN,
+                           "train.sync_bn=true"],
+                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "train.sync_bn: " in proc.stdout and "BatchNorm layers normalise over the global" \
+        in proc.stdout
+    r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+
+    def gap(sets):
+        ref = fit(apply_overrides(RunConfig(), [*RUN, *sets]), None, log=lambda _: None).model
+        state = ref.state_dict()
+        return max((r0[k] - state[k]).abs().max().item() for k in state
+                   if state[k].is_floating_point())
+
+    whole, micro = gap([]), gap(["train.accum_steps=2"])
+    assert whole < 1e-5, f"synchronised BatchNorm and one whole batch differ by {whole}"
+    assert micro > 100 * whole + 1e-4, "the statistics were not synchronised"  # plain DDP's

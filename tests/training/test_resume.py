@@ -91,3 +91,37 @@ def test_sigterm_saves_exits_0_and_resumes_bitwise(tmp_path, reference):
     proc = run_cli("train", "--resume", str(out), "--set", "data.num_workers=0", check=True)
     assert f"resuming at epoch {stopped_at // 20 + 1} step {stopped_at % 20}" in proc.stdout
     _same_run(reference, out)
+
+
+class _Killed(BaseException):
+    """A process gone right after a checkpoint (what SIGKILL leaves, without a subprocess)."""
+
+
+def test_a_time_cadence_checkpoints_mid_epoch_and_resumes_bitwise(tmp_path, reference,
+                                                                  monkeypatch):
+    from xception.training.fit import _Run
+
+    real, saved = _Run._checkpoint, []
+
+    def checkpoint_then_die(self):
+        real(self)
+        saved.append(self.state.progress.global_step)
+        if len(saved) == 4:
+            raise _Killed
+
+    monkeypatch.setattr(_Run, "_checkpoint", checkpoint_then_die)
+
+    def config(seconds):
+        sets = _sets(["train.checkpoint_every=0", f"train.checkpoint_every_s={seconds}"])
+        return resolve_config(build_parser().parse_args(["train", *sets]))
+
+    fit(config(1e9), tmp_path / "never", log=lambda _: None)  # never due: the epoch ends only
+    assert saved == [20, 40, 60]
+    saved.clear()
+    out = tmp_path / "run"
+    with pytest.raises(_Killed):  # due after every step: 1e-9 s have always passed
+        fit(config(1e-9), out, log=lambda _: None)
+    assert saved == [1, 2, 3, 4] and _step(out) == 4
+    monkeypatch.setattr(_Run, "_checkpoint", real)
+    fit(RunConfig.load(out / "config.json"), out, log=lambda _: None, resume=True)
+    _same_run(reference, out)

@@ -46,6 +46,7 @@ RANGES: dict[str, Range] = {
     "train.threads": (lambda v: v >= 0, ">= 0"),
     "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.checkpoint_every": (lambda v: v >= 0, ">= 0"),
+    "train.checkpoint_every_s": (lambda v: v >= 0, ">= 0 (seconds; 0: off)"),
     "train.bn_recalibration": (lambda v: v >= 0, ">= 0 (training batches; 0 = off)"),
     "train.max_nonfinite": (lambda v: v >= 1, ">= 1"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),

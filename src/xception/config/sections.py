@@ -111,12 +111,15 @@ class TrainSection:
     bn_recalibration: int = 0     # >0: BatchNorm statistics from this many training batches
     #                               before each evaluation (training/bn_stats.py); 0: running
     checkpoint_every: int = 0     # >0: also checkpoint every this many steps (else epoch ends)
+    checkpoint_every_s: float = 0.0  # >0: also checkpoint once this many seconds have passed
+    #                               since the last one (preemptible machines)
     keep_checkpoint: bool = True  # keep checkpoint.pt after a finished run (to extend it later)
     max_nonfinite: int = 5        # abort after this many non-finite losses in a row
     progress: bool = True         # tqdm on a terminal, log lines every log_every steps otherwise
     log_every: int = 100
     tensorboard: bool = False     # also write TensorBoard scalars to <run>/tensorboard
     dist_backend: str = "auto"    # torchrun: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    sync_bn: bool = False         # torchrun: BatchNorm statistics over the global batch
     # fine-tuning (training/pretrained.py, training/freezing.py)
     init: str = ""                # weights file or run folder to start from (any convert reads)
     freeze: str = "none"          # none | backbone | comma-separated stage names (stem,...)

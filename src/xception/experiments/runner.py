@@ -190,7 +190,8 @@ def variant_config(base: RunConfig, overrides: dict[str, Any], seed: int,
 # out of a run's identity while at that default, so the recorded runs keep their keys
 NEUTRAL = {"train.init": "", "train.freeze": "none", "train.freeze_bn": False,
            "train.bn_affine": False, "train.unfreeze_epoch": 0, "train.unfreeze_lr_scale": 0.01,
-           "optimizer.head_lr_scale": 1.0, "data.classes": "", "data.per_class": 0}
+           "optimizer.head_lr_scale": 1.0, "data.classes": "", "data.per_class": 0,
+           "train.checkpoint_every_s": 0.0, "train.sync_bn": False}
 
 
 def identity_dict(cfg: RunConfig) -> dict:

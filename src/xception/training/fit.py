@@ -44,6 +44,7 @@ from .runfolder import RunFolder
 from .runlog import RunLog, check_tensorboard
 from .signals import StopFlag
 from .state import TrainState, warn_changed_settings
+from .sync_bn import synchronise_batch_norm
 
 __all__ = ["FitResult", "fit", "seed_everything"]
 
@@ -128,6 +129,7 @@ class _Run:
     log: RunLog                       # the one logger: rank 0 reports, the others stay silent
     interrupted: bool = False
     start: float = field(default_factory=time.perf_counter)
+    saved_at: float = field(default_factory=time.perf_counter)  # train.checkpoint_every_s
 
     @property
     def state(self) -> TrainState:
@@ -155,6 +157,10 @@ class _Run:
         info = splits.info
         model_cfg = fit_to_data(cfg, info.num_classes, info.preprocess.in_chans, info.multi_label)
         raw = _model(model_cfg, ctx, train_cfg.channels_last)
+        if train_cfg.sync_bn:  # before freezing: a frozen layer's class derives from it
+            run_log(f"train.sync_bn: {synchronise_batch_norm(raw)} BatchNorm layers normalise "
+                    f"over the global batch" if ctx.world_size > 1 else
+                    "train.sync_bn: one process, nothing to synchronise")
         if init is not None:
             run_log(str(load_pretrained(raw, init, info.class_names)))
         frozen = freeze(raw, train_cfg.freeze, train_cfg.freeze_bn, train_cfg.bn_affine)
@@ -232,12 +238,22 @@ class _Run:
                               self.state.optimizer.param_groups[0]["lr"])
             if result.stop:
                 return True
-            every = train_cfg.checkpoint_every
-            if every and progress.global_step % every == 0 and t + 1 < steps:
+            if t + 1 < steps and self._checkpoint_due(progress.global_step):
                 self._checkpoint()
             if train_cfg.max_steps and progress.global_step >= train_cfg.max_steps:
                 break
         return False
+
+    def _checkpoint_due(self, step: int) -> bool:
+        """A mid-epoch checkpoint: every ``checkpoint_every`` steps, or once
+        ``checkpoint_every_s`` seconds have passed (rank 0's clock: every rank decides alike)."""
+        train_cfg = self.cfg.train
+        if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0:
+            return True
+        if not train_cfg.checkpoint_every_s or self.out_dir is None:
+            return False
+        late = self.ctx.is_main and time.perf_counter() - self.saved_at >= train_cfg.checkpoint_every_s
+        return any_rank(self.ctx, [late])[0]
 
     def _end_epoch(self, epoch: int, t0: float, images_here: float) -> None:
         """Evaluate, check the unreadable-image budget, report, move on, checkpoint."""
@@ -267,6 +283,7 @@ class _Run:
         if self.ctx.is_main:
             save_checkpoint(self.out_dir, {"config": self.cfg.to_json(), **state})
         barrier(self.ctx)
+        self.saved_at = time.perf_counter()
 
     def _interrupted(self, why: str) -> None:
         self.log(f"{why}; resume with: xception train --resume {self.out_dir}")
