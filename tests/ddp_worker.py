@@ -16,9 +16,25 @@ from xception.config import RunConfig, apply_overrides
 from xception.training.fit import fit
 
 
+def stop_after_epoch(epoch: int) -> None:
+    """Every rank leaves at once after ``epoch``'s checkpoint (a job whose nodes all went away)."""
+    from xception.training.fit import _Run
+
+    real = _Run._end_epoch
+
+    def end_epoch(self, *args):
+        real(self, *args)
+        if self.state.progress.epoch > epoch:
+            os._exit(0)
+
+    _Run._end_epoch = end_epoch
+
+
 def main() -> None:
     out, sets = Path(sys.argv[1]), sys.argv[2:]
     rank = int(os.environ["RANK"])
+    if os.environ.get("STOP_AFTER_EPOCH"):
+        stop_after_epoch(int(os.environ["STOP_AFTER_EPOCH"]))
     res = fit(apply_overrides(RunConfig(), sets), out / "run", log=print)
     state = {k: v.detach().contiguous() for k, v in res.model.state_dict().items()}
     if res.ema_model is not None:

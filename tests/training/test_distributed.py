@@ -115,3 +115,23 @@ def test_sync_bn_over_two_processes_is_one_process_with_the_whole_batch(tmp_path
     whole, micro = gap([]), gap(["train.accum_steps=2"])
     assert whole < 1e-5, f"synchronised BatchNorm and one whole batch differ by {whole}"
     assert micro > 100 * whole + 1e-4, "the statistics were not synchronised"  # plain DDP's
+
+
+def test_a_run_resumed_on_fewer_processes_keeps_its_micro_batch(tmp_path):
+    """2 processes x 8 stop after epoch 1; resumed in 1 process the run takes 2 micro-batches of
+    8 per step (train.accum_steps 1 -> 2), so it ends where one process with 2 x 8 ends."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", WORKER, str(tmp_path), *RUN],
+                          env={**cli_env(), "STOP_AFTER_EPOCH": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir, logs = tmp_path / "run", []
+    assert not (run_dir / "model.safetensors").exists()  # stopped after epoch 1 of 2
+    resumed = fit(RunConfig.load(run_dir / "config.json"), run_dir, log=logs.append, resume=True)
+    assert any("train.accum_steps 1 -> 2" in line and "micro-batch (8)" in line for line in logs)
+    assert RunConfig.load(run_dir / "config.json").train.accum_steps == 2
+    single = fit(apply_overrides(RunConfig(), [*RUN, "train.accum_steps=2"]), None,
+                 log=lambda _: None)
+    ref, got = dict(single.model.named_parameters()), dict(resumed.model.named_parameters())
+    worst = max((got[k] - ref[k]).abs().max().item() for k in ref)
+    assert worst < 1e-5, f"resumed on 1 process, the parameters differ by {worst}"

@@ -37,6 +37,7 @@ from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
 from .engine import Engine, make_ema, train_step
 from .epoch import check_bad, epoch_row, record_step, split_scores
 from .freezing import freeze
+from .membership import keep_micro_batch
 from .optimizers import build_optimizer, build_scheduler, scaled_lr
 from .phases import enter_phase_two, phase_steps
 from .pretrained import load_pretrained, read_init, with_source_numerics
@@ -102,7 +103,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None,
             folder.open()
         run = _Run.set_up(cfg, ctx, out, log, resume, init)
         if folder is not None:  # the data, the model and any checkpoint are fine
-            folder.write_config(cfg.to_json())
+            folder.write_config(run.cfg.to_json())
         with StopFlag() as stop:
             run.train(stop)
         result = run.finish()
@@ -152,6 +153,9 @@ class _Run:
                          train_cfg.tensorboard, f"{cfg.model.name} on {cfg.data.name}")
         # fit checked that a fresh run's folder is new
         checkpoint = load_checkpoint(out_dir, warn=run_log) if resume else None
+        if checkpoint is not None:  # on another number of processes: the same micro-batch
+            cfg = keep_micro_batch(cfg, checkpoint, ctx.world_size, run_log)
+            train_cfg = cfg.train
         seed_everything(train_cfg.seed)
         splits = build_run_splits(cfg, ctx)
         info = splits.info

@@ -25,7 +25,8 @@ from ..distributed import DistContext, all_sum, gather_tensors
 
 # settings that may change on --resume without breaking exactness
 RESUME_SAFE = {"train.epochs", "train.max_steps", "train.progress", "train.log_every",
-               "train.tensorboard", "train.checkpoint_every", "train.keep_checkpoint",
+               "train.tensorboard", "train.checkpoint_every", "train.checkpoint_every_s",
+               "train.keep_checkpoint",
                "train.device", "train.max_nonfinite", "data.num_workers", "data.prefetch_factor",
                "data.root", "data.download", "data.max_bad_fraction"}
 
