@@ -52,6 +52,23 @@ def resolve_device(name: str, local_rank: int = 0, setting: str = "train.device"
     return device
 
 
+def restart_advice() -> str | None:
+    """A warning for a torchrun job that may restart (``--max-restarts``) while its agents share
+    the rendezvous store with the workers (torchrun's default): a restarted round can then hang
+    or fail to form, e.g. a requeued node waits forever for a master address
+    (pytorch/pytorch#135712; it hung a restart test here once in three tries). Each round gets
+    its own store with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` set where torchrun starts."""
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or \
+            env.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") == "1":
+        return None
+    if int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) <= 0:
+        return None
+    return ("warning: torchrun may restart this job (--max-restarts) but shares its rendezvous "
+            "store with the workers, and restarted rounds can then hang (pytorch/pytorch#135712); "
+            "start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment")
+
+
 def world_size() -> int:
     """The number of training processes: torchrun's ``WORLD_SIZE``, else 1."""
     try:

@@ -2,11 +2,13 @@
 
 No argument parsing here: the CLI builds a ``RunConfig`` and calls ``fit``; tests and experiments
 call the same function. A run is set up (data, model, ``TrainState``, ``Engine``), trained epoch
-by epoch, and finished (weights, metrics). The pieces live next door: ``batches`` (datasets and
-loaders), ``state`` (what a resume restores), ``engine`` (one step), ``checkpoint`` (files),
-``signals`` (stopping on SIGTERM), ``optimizers`` (LR rules), ``runlog`` (logs, metrics files,
-TensorBoard), ``runfolder`` (the folder's lock, config.json, clean-up), and
-``xception.distributed`` (torchrun) and ``xception.evaluation`` (the evaluation pass).
+by epoch, and finished (weights, metrics). The pieces live next door: ``assembly`` (the model,
+a fresh state, the engine), ``batches`` (datasets and loaders), ``state`` (what a resume
+restores), ``engine`` (one step), ``checkpoint`` (files), ``signals`` (stopping on SIGTERM),
+``membership`` (resumed on another number of processes), ``sync_bn`` (BatchNorm over the global
+batch), ``optimizers`` (LR rules), ``runlog`` (logs, metrics files, TensorBoard), ``runfolder``
+(the folder's lock, config.json, clean-up), and ``xception.distributed`` (torchrun) and
+``xception.evaluation`` (the evaluation pass).
 """
 
 from __future__ import annotations
@@ -20,26 +22,33 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..allocator import keep_freed_memory
-from ..config import ModelConfig, RunConfig, fit_to_data
+from ..config import RunConfig, fit_to_data
 from ..config.loader import section_dict
-from ..data import DatasetInfo, TrainBatches
-from ..distributed import DistContext, any_rank, barrier, broadcast_buffers, setup, teardown
+from ..data import DatasetInfo
+from ..distributed import (
+    DistContext,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    restart_advice,
+    setup,
+    teardown,
+)
 from ..errors import ConfigError
 from ..evaluation import autocast_dtype
-from ..models import build_model
 from ..weights import save_weights
 from ..weights.load import Source
+from .assembly import fresh_state, make_engine, run_model
 from .batches import RunData, build_run_splits
 from .checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
-from .engine import Engine, make_ema, train_step
+from .engine import Engine, train_step
 from .epoch import check_bad, epoch_row, record_step, split_scores
 from .freezing import freeze
 from .membership import keep_micro_batch
-from .optimizers import build_optimizer, build_scheduler, scaled_lr
-from .phases import enter_phase_two, phase_steps
+from .optimizers import scaled_lr
+from .phases import enter_phase_two
 from .pretrained import load_pretrained, read_init, with_source_numerics
 from .runfolder import RunFolder
 from .runlog import RunLog, check_tensorboard
@@ -160,7 +169,7 @@ class _Run:
         splits = build_run_splits(cfg, ctx)
         info = splits.info
         model_cfg = fit_to_data(cfg, info.num_classes, info.preprocess.in_chans, info.multi_label)
-        raw = _model(model_cfg, ctx, train_cfg.channels_last)
+        raw = run_model(model_cfg, ctx, train_cfg.channels_last)
         if train_cfg.sync_bn:  # before freezing: a frozen layer's class derives from it
             run_log(f"train.sync_bn: {synchronise_batch_norm(raw)} BatchNorm layers normalise "
                     f"over the global batch" if ctx.world_size > 1 else
@@ -177,14 +186,16 @@ class _Run:
         # said before the optimizer is built: the first torch.optim optimizer imports
         # torch._dynamo, which takes a while, and the user should not wait for it in silence
         run_log(_intro(cfg, ctx, raw, data, lr, dtype, checkpoint))
-        state = _train_state(cfg, ctx, raw, data.sampler, lr, dtype)
+        if (advice := restart_advice()) is not None:
+            run_log(advice)
+        state = fresh_state(cfg, ctx, raw, data.sampler, lr, dtype)
         if checkpoint is not None:
             warn_changed_settings(checkpoint["config"], cfg, run_log)
             if checkpoint.get("phase", 1) == 2:  # stopped in phase 2: its optimizer first
                 enter_phase_two(cfg, state, lr, data.sampler.steps_per_epoch,
                                 train_cfg.batch_size, data.sampler.epoch_samples)
             state.load_state_dict(checkpoint, warn=run_log)
-        engine = _engine(cfg, state, info, dtype)
+        engine = make_engine(cfg, state, info, dtype)
         return cls(cfg, out_dir, engine, data, run_log)
 
     def train(self, stop: StopFlag) -> None:
@@ -221,7 +232,7 @@ class _Run:
         lr = scaled_lr(cfg.optimizer, cfg.train.batch_size)
         frozen = enter_phase_two(cfg, self.state, lr, sampler.steps_per_epoch,
                                  cfg.train.batch_size, sampler.epoch_samples)
-        self.engine = _engine(cfg, self.state, self.data.info, self.engine.dtype)
+        self.engine = make_engine(cfg, self.state, self.data.info, self.engine.dtype)
         self.log(f"epoch {epoch}: phase 2 of fine-tuning, {frozen}; lr "
                  f"{lr * cfg.train.unfreeze_lr_scale:.4g}")
 
@@ -322,43 +333,6 @@ class _Run:
                          self.interrupted,
                          ema_model=state.ema.module if state.ema is not None else None,
                          global_step=state.progress.global_step)
-
-
-def _model(model_cfg: ModelConfig, ctx: DistContext, channels_last: bool) -> nn.Module:
-    """The freshly initialised model on the run's device."""
-    raw = build_model(model_cfg).to(ctx.device)
-    return raw.to(memory_format=torch.channels_last) if channels_last else raw
-
-
-def _train_state(cfg: RunConfig, ctx: DistContext, raw: nn.Module, sampler: TrainBatches, lr: float,
-                 dtype: torch.dtype | None) -> TrainState:
-    """A fresh state: optimizer, per-step LR schedule over the run's step budget, scaler, EMA."""
-    train_cfg, steps = cfg.train, sampler.steps_per_epoch
-    total_steps = phase_steps(cfg, steps, 1)  # the whole run, or phase 1 of a fine-tuning
-    optimizer = build_optimizer(raw, cfg.optimizer, lr)
-    scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch=steps,
-                                batch=train_cfg.batch_size, epoch_samples=sampler.epoch_samples)
-    scaler = torch.amp.GradScaler(ctx.device.type) if dtype == torch.float16 else None
-    ema = make_ema(raw, train_cfg.ema_decay) if train_cfg.ema else None
-    return TrainState(model=raw, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema,
-                      ctx=ctx)
-
-
-def _engine(cfg: RunConfig, state: TrainState, info: DatasetInfo, dtype: torch.dtype | None) -> Engine:
-    """Wrap the (restored) model for DDP and ``torch.compile`` as asked; add the step settings."""
-    ctx, size = state.ctx, cfg.data.image_size
-    ddp = None
-    if ctx.enabled:
-        ddp = DistributedDataParallel(state.model, device_ids=[ctx.device.index]
-                                      if ctx.device.type == "cuda" else None)
-    step_model: nn.Module = ddp if ddp is not None else state.model
-    if cfg.train.compile:
-        step_model = torch.compile(step_model)
-    return Engine(state=state, step_model=step_model, ddp=ddp, dtype=dtype,
-                  channels_last=cfg.train.channels_last, label_smoothing=cfg.optimizer.label_smoothing,
-                  clip_grad_norm=cfg.optimizer.clip_grad_norm,
-                  input_shape=(info.preprocess.in_chans, size, size), multi_label=info.multi_label,
-                  num_classes=info.num_classes)
 
 
 def _intro(cfg: RunConfig, ctx: DistContext, model: nn.Module, data: RunData, lr: float,
