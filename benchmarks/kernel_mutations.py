@@ -1,7 +1,7 @@
 """Mutation self-check of the kernel tests: plant known bugs, one at a time, and show that the
 kernel-level tests (tests/fast/test_kernels.py) fail on each.
 
-    python benchmarks/kernel_mutations.py                # every mutation (see README for the time)
+    python benchmarks/kernel_mutations.py                # every mutation (see docs/testing.md for the time)
     python benchmarks/kernel_mutations.py --jobs 2       # two pytest runs at once
     python benchmarks/kernel_mutations.py --list
     python benchmarks/kernel_mutations.py bn_bwd_mean_term dw_weight_first_partial

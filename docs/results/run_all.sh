@@ -20,6 +20,6 @@ run() { python -m xception experiment "$@" --set train.threads=1; }
  run spectrum --out docs/results/spectrum
  run order --out docs/results/order) > docs/results/chain2.log 2>&1 &
 wait
-# The headline (about 10 h of two processes; they share one folder, see README "Experiments"):
+# The headline (about 10 h of two processes; they share one folder, see docs/experiments.md):
 #   for i in 1 2; do python -m xception experiment versus --set train.threads=1 \
 #     --out docs/results/versus & done; wait

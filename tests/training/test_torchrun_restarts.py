@@ -25,7 +25,8 @@ RUN = [*TINY_RUN, "data.train_subset=160", "data.val_subset=20", "train.batch_si
 LONG = 20
 # torchrun's agents share their rendezvous store with the workers by default, and then a node
 # that joins a later round waits for a MASTER_ADDR that the round's rank-0 agent never writes
-# (it wrote it in round 0): pytorch/pytorch#135712. Each round its own store: what README says.
+# (it wrote it in round 0): pytorch/pytorch#135712. Each round its own store, as
+# docs/training-at-scale.md says.
 AGENT_ENV = {**cli_env(), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 

@@ -292,7 +292,7 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_readme_flow_download_convert_predict(ref, tmp_path):
-    """The README's steps, with a local file:// "server": fetch (MD5-checked), convert, predict;
+    """docs/weights.md's steps, with a local file:// "server": fetch (MD5-checked), convert, predict;
     predict's top-5 are the classes Keras itself ranks first for the same image.
     (test_download.py covers the refusals: no --download, a wrong MD5.)"""
     from PIL import Image

@@ -24,6 +24,22 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+class _KeepExamples(argparse.HelpFormatter):
+    """argparse's formatter, but the example lines are printed as written (whole commands)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n  " in text:  # indented lines: a list or commands, printed as written
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def example(*lines: str, before: str = "") -> dict:
+    """``add_parser`` arguments that end the subcommand's help with its example lines (tested to
+    parse, so they cannot go stale), after ``before`` (an indented list) if given."""
+    return {"epilog": before + "example:\n" + "\n".join(f"  {line}" for line in lines),
+            "formatter_class": _KeepExamples}
+
+
 positive_int = at_least(1)
 non_negative_int = at_least(0)
 

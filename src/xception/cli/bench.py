@@ -11,7 +11,7 @@ import sys
 import time
 
 from ..bench import CONTENDERS, DEFAULT_CONTENDERS, MODES
-from . import non_negative_int, positive_int
+from . import example, non_negative_int, positive_int
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "benchmark", help="time our model against timm and torchvision peers",
         description="Inference at batch 1 and batch N and a full training step for our model "
         "(as built, optimized for inference, fused kernels on GPU), timm's legacy_xception "
-        "(if installed) and torchvision's inception_v3, interleaved, medians reported.")
+        "(if installed) and torchvision's inception_v3, interleaved, medians reported.",
+        **example("xception benchmark --model xception_small --batch 8 --out bench.json"))
     p.add_argument("--model", default="xception", help="our model's name (default: xception)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import non_negative_int, positive_int
+from . import example, non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a run folder or weights file on its validation set or on --data",
         description="Top-1/top-5/loss of saved weights on the validation split they were trained "
         "against or, with --data, on other data whose class names are the weights' (matched by "
-        "name); with --data or --out also per-class accuracy and the confusion matrix.")
+        "name); with --data or --out also per-class accuracy and the confusion matrix.",
+        **example("xception eval runs/pets --data zoo/ --out runs/pets/zoo"))
     p.add_argument("weights", metavar="RUN_OR_WEIGHTS")
     p.add_argument("--data", metavar="DATA",
                    help="a data set name (digits, fashion-mnist, mnist, cifar10, cifar100: its "

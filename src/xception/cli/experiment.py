@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from . import positive_int
+from . import example, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "experiment", help="run a paper ablation / open question over seeds (tables, plots, report)",
         description="Train every variant of an experiment under the same budget and seeds, then "
         "write results.md/.csv, the plots and report.md (declared tests, 95% CIs, Holm-adjusted "
-        "p-values, a verdict: supports / contradicts / inconclusive) into --out.")
+        "p-values, a verdict: supports / contradicts / inconclusive) into --out.",
+        **example("xception experiment residual --seeds 5 --out docs/results/residual"))
     p.add_argument("name", choices=NAMES)
     p.add_argument("--data", help="dataset: fashion-mnist (default; offline from Debian's "
                    "dataset-fashion-mnist package), digits (a quick smoke run), mnist, ...")

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from . import non_negative_int, positive_int
+from . import example, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from ..data.images import BadSample
@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", help="top-k classes of image files and folders",
         description="Top-k classes (with class names) of image files; folders are searched "
         "recursively. Lines on stdout, or one CSV row / JSONL record per image with --out. "
-        "Unreadable files are listed on stderr and skipped: exit status 1 if any was.")
+        "Unreadable files are listed on stderr and skipped: exit status 1 if any was.",
+        **example("xception predict runs/pets photos/ --out predictions.csv"))
     p.add_argument("weights", metavar="WEIGHTS", help="a weights file or run folder")
     p.add_argument("images", metavar="INPUT", nargs="+", help="image files and folders")
     p.add_argument("--out", metavar="FILE", help="write predictions.csv or predictions.jsonl")
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed", help="pre-logit features of image files, folders or a data set",
         description="Features of image files (folders searched recursively) or of a data set's "
         "split, written as .safetensors (tensors 'embeddings', and 'labels' + 'indices' for a "
-        "data set; file names in the metadata) or .npy + FILE.names.txt.")
+        "data set; file names in the metadata) or .npy + FILE.names.txt.",
+        **example("xception embed runs/pets photos/ --out features.safetensors"))
     p.add_argument("weights", metavar="WEIGHTS", help="a weights file or run folder")
     p.add_argument("inputs", metavar="INPUT", nargs="+",
                    help="image files and folders, or one data set name (digits, fashion-mnist, "

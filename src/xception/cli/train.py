@@ -12,19 +12,22 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig, merge_changes, parse_assignments, read_config_file
-from ..training.recipes import list_recipes, recipe_changes
-from . import non_negative_int, positive_float, positive_int
+from ..training.recipes import default_summary, list_recipes, recipe_changes, recipe_summary
+from . import example, non_negative_int, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    width = max(map(len, list_recipes()))
+    recipes = "recipes (--recipe):\n" + "".join(
+        f"  {name:<{width}}  {recipe_summary(name)}\n" for name in list_recipes()) + "\n"
     p = sub.add_parser(
-        "train", help="train a model (default: the quick recipe, xception_tiny on the embedded "
-        "digits)",
+        "train", help=f"train a model (default: {default_summary()})",
         description="Train a model and write a run folder: config.json, metrics.jsonl/.csv, "
         "curves.png, checkpoint.pt and model.safetensors. Under torchrun every process runs "
-        "this command; rank 0 writes the folder.")
+        f"this command; rank 0 writes the folder. Default: {default_summary()}.",
+        **example("xception train --data photos/ --epochs 20 --out runs/pets", before=recipes))
     p.add_argument("--recipe", default=None, choices=list_recipes(),
-                   help="named starting point (default: quick); see README 'Recipes'")
+                   help="named starting point (default: quick); see docs/recipes.md")
     p.add_argument("--config", metavar="FILE",
                    help="a JSON run config (as written to config.json; may be partial)")
     p.add_argument("--model", help="model name, e.g. xception_small, xception, inception_v3")

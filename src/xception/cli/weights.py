@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..weights.download import KERAS_IMAGENET
-from . import positive_int
+from . import example, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ".safetensors) or project weights to the project's safetensors, with the model config, "
         "ImageNet class names and preprocessing in its metadata. SRC may also be "
         f"{' or '.join(KERAS_IMAGENET)}: the official Keras ImageNet weights, fetched only "
-        "with --download.")
+        "with --download.",
+        **example("xception convert xception_weights_tf_dim_ordering_tf_kernels.h5 xception.safetensors"))
     p.add_argument("src", metavar="SRC", help="weights file, run folder, or keras:imagenet[-notop]")
     p.add_argument("dst", metavar="DST", help="output .safetensors file")
     p.add_argument("--model", help="model name for bare state dicts (e.g. xception, xception41)")
@@ -32,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export", help="export weights to ONNX or a torch.export program (checked against PyTorch)",
         description="Write the model (BatchNorm folded) as an ONNX graph or a torch.export program "
         "(.pt2) for any batch size and any image size >= the model's minimum, checked against "
-        "PyTorch at two batch sizes and two image sizes before the file is written.")
+        "PyTorch at two batch sizes and two image sizes before the file is written.",
+        **example("xception export runs/pets --format onnx pets.onnx"))
     p.add_argument("weights", metavar="WEIGHTS", help="any weights file load_model reads")
     p.add_argument("--format", choices=["onnx", "pt2"], required=True)
     p.add_argument("out", metavar="OUT")

@@ -19,7 +19,8 @@ Recipe = dict[str, dict[str, Any]]  # section -> the fields it changes from the 
 
 def quick() -> Recipe:
     """The project's main job: ``xception_tiny`` on the embedded digits, in seconds on a 2-core
-    CPU (README "Quick start" has the measured time and accuracy, and the spread over seeds).
+    CPU (docs/getting-started.md has the measured time and accuracy, docs/recipes.md the spread
+    over seeds).
 
     Command: ``xception train`` (the same as ``xception train --recipe quick``).
     Still the paper's Xception block structure (stem, 3 entry blocks, 8 middle blocks of 3
@@ -33,7 +34,7 @@ def quick() -> Recipe:
     - 14 epochs of SGD + Nesterov, lr 0.1 at batch 64, weight decay 5e-4, linear warm-up for 15%
       of the steps then cosine decay (ours: the paper trains ImageNet for weeks); small random
       rotations, shifts and zooms of the digits (``DigitsJitter``). The epoch count was chosen
-      by paired-seed screens of the misclassified validation images (README "Quick start";
+      by paired-seed screens of the misclassified validation images (docs/recipes.md;
       ``benchmarks/quick_recipe_screen.py`` and its raw runs).
     """
     return {"model": {"name": "xception_tiny", "overrides": {"dropout": 0.3}},
@@ -150,8 +151,27 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
 }
 
 
+# what the quick recipe takes, as measured (docs/getting-started.md): said by `xception --help`,
+# `xception train --help` and the README's quick start (a test keeps them equal)
+QUICK_TIME = "~30 s on 2 CPU cores"
+
+
 def list_recipes() -> list[str]:
     return list(RECIPES)
+
+
+def recipe_summary(name: str) -> str:
+    """The first sentence of recipe ``name``'s docstring, as plain text (for ``--help``)."""
+    doc = " ".join((RECIPES[name].__doc__ or "").split()).replace("``", "")
+    first = doc.split(". ")[0].split(" (")[0].rstrip(".") if doc else name
+    return first.split(", ")[0] if len(first) > 72 else first  # one short line
+
+
+def default_summary() -> str:
+    """What a bare ``xception train`` does, from the quick recipe itself."""
+    cfg = get_recipe("quick")
+    return (f"the quick recipe: {cfg.model.name} on the embedded {cfg.data.name}, "
+            f"{cfg.train.epochs} epochs, {QUICK_TIME}")
 
 
 def recipe_changes(name: str) -> Recipe:

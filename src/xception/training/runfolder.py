@@ -12,7 +12,7 @@ from ..errors import ConfigError, OutputError
 from ..files import FolderLock, atomic_write_text, os_reason
 from .checkpoint import CHECKPOINT, PREVIOUS
 
-# What a run writes into its folder (README "What a run writes"); a fresh run that fails before it
+# What a run writes into its folder (docs/run-folder.md); a fresh run that fails before it
 # has anything to keep removes these again.
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "curves.png", "model.safetensors",
              "model_raw.safetensors", "tensorboard")
