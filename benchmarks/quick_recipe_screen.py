@@ -27,8 +27,8 @@ from pathlib import Path
 def worker(overrides: list[str], seed: int, threads: int) -> None:
     import torch
 
-    from xception.data.build import build_datasets
     from xception.config import apply_overrides
+    from xception.data.build import build_datasets
     from xception.training.fit import fit
     from xception.training.recipes import get_recipe
 
