@@ -12,6 +12,20 @@ Declared before any run (this docstring is the declaration):
   budget is the smallest rung within 0.3 points of the next for all three methods, else 4E
   (then the report says the budget, not a plateau, stopped it).
 
+Pilot v1 (2026-12-08, the 2-vCPU AMD EPYC, torch 2.14.1, one thread; its target records are in
+``pilot_v1_target_adamw_1e-3.jsonl``): pretraining chose 16 epochs (val top-1 92.2 / 93.0 /
+93.96% at 4 / 8 / 16: stopped by the budget). With the guide's AdamW at a constant 1e-3 the
+linear probe and the fine-tune's head did not converge within the target ladder: probe 16 / 37 /
+50% at 10 per class (25 / 50 / 100 epochs), 44 / 53% at 100 per class (10 / 20), against 79-94%
+from scratch and 78.5% for a logistic regression on the same frozen features (500 images, an
+ad-hoc check): the comparison would have measured an undertrained head, not transfer. Stopped
+before the "all" rung; the methods' learning rate is being re-chosen on the validation split
+(``lr_screen/pilot.jsonl``, the probe from the 16-epoch pretraining, seed 0: at 100 per class,
+20 epochs, 52.8 / 73.1 / 77.6 / 81.0 / 70.2% at lr 1e-3 / 1e-2 / 3e-2 / 1e-1 / 3e-1; at 10 per
+class, 50 epochs, 36.6 / 62.8 / 68.1 / 68.6% at 1e-3 / 3e-2 / 1e-1 / 3e-1): the rule, the best
+at 100 per class, gives ``transfer.HEAD_LR`` = 0.1, and pilot v2 re-runs the target ladder
+with it (the pretraining records are kept: its recipe did not change).
+
 Resumable: every finished run is appended to `pilot.jsonl` in the output folder and skipped
 when the script runs again; `--summary` prints the ladder and the chosen budgets.
 """
