@@ -107,9 +107,9 @@ def restart_decision(out: Path, cfg: RunConfig) -> bool:
     this same run writes before its first checkpoint (its config.json equal to ``cfg``) is an
     earlier start of this command killed that early: rank 0 clears it and the run starts
     again; a folder with anything else is another run's, and the fresh start refuses it."""
-    from ..training.checkpoint import CHECKPOINT, PREVIOUS
+    from ..training.checkpoint import has_checkpoint
 
-    if any((out / name).is_file() for name in (CHECKPOINT, PREVIOUS)):
+    if has_checkpoint(out):
         return True
     config = out / "config.json"
     if out.is_dir() and config.is_file() and int(os.environ.get("RANK", "0")) == 0:

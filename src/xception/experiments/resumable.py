@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RunConfig
-from ..training.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint
+from ..training.checkpoint import has_checkpoint, load_checkpoint
 from ..training.fit import FitResult, fit
 
 PARTIAL = "partial"  # <experiment folder>/partial/<run key>/: runs in progress (not committed)
@@ -32,7 +32,7 @@ class Trained:
 def fit_resumably(cfg: RunConfig, folder: Path) -> Trained:
     """Train ``cfg`` into ``folder``, continuing its checkpoint if it has one."""
     earlier: list[dict] = []
-    resume = any((folder / name).is_file() for name in (CHECKPOINT, PREVIOUS))
+    resume = has_checkpoint(folder)
     if resume:
         earlier = load_checkpoint(folder, warn=lambda _: None)["history"]
     elif folder.exists():

@@ -65,6 +65,11 @@ def _save(state: dict[str, Any], tmp: str) -> None:
             raise
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to resume (the newest or its fallback)."""
+    return any((Path(run_dir) / name).is_file() for name in (CHECKPOINT, PREVIOUS))
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` as the run's checkpoint; the previous one becomes ``checkpoint-prev.pt``.
     A refused write (disk full, read-only) raises ``OutputError`` and leaves the old files."""

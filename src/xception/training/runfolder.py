@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, OutputError
 from ..files import FolderLock, atomic_write_text, os_reason
-from .checkpoint import CHECKPOINT, PREVIOUS
+from .checkpoint import CHECKPOINT, PREVIOUS, has_checkpoint
 
 # What a run writes into its folder (docs/run-folder.md); a fresh run that fails before it
 # has anything to keep removes these again.
@@ -21,7 +21,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "curves.png", "model
 def prepare_out_dir(out_dir: Path, create: bool = True) -> None:
     """A run folder must be new (or empty but for its lock): results of two runs are never mixed."""
     if out_dir.exists() and any(p.name != FolderLock.NAME for p in out_dir.iterdir()):
-        resumable = any((out_dir / name).is_file() for name in (CHECKPOINT, PREVIOUS))
+        resumable = has_checkpoint(out_dir)
         raise ConfigError(f"run folder {str(out_dir)!r} already holds files; choose another --out "
                           + ("(or --resume it)" if resumable else "(it has no checkpoint to resume)"))
     if create:
